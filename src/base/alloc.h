@@ -1,0 +1,34 @@
+/* Allocation helpers: aligned buffers and overflow-checked sizes. */
+#ifndef ES_BASE_ALLOC_H
+#define ES_BASE_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ES_ALIGN 64
+
+/* 64-byte aligned allocation; free with es_aligned_free. size 0 returns a
+ * valid minimal block. */
+void *es_aligned_alloc(size_t size);
+void *es_aligned_calloc(size_t size);
+void es_aligned_free(void *p);
+
+/* Counts every es_aligned_alloc/calloc since start (for the tests that prove
+ * steady-state runs allocate nothing). */
+uint64_t es_alloc_count(void);
+
+/* strdup that returns NULL on NULL input. */
+char *es_strdup(const char *s);
+char *es_strndup(const char *s, size_t n);
+
+/* *out = a * b; returns nonzero on overflow. */
+static inline int es_mul_size(size_t a, size_t b, size_t *out)
+{
+	return __builtin_mul_overflow(a, b, out);
+}
+static inline int es_add_size(size_t a, size_t b, size_t *out)
+{
+	return __builtin_add_overflow(a, b, out);
+}
+
+#endif

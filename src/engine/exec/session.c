@@ -1,0 +1,480 @@
+/*
+ * The executor: runs a model's nodes in topological order over buffers from
+ * a per-session pool.
+ *
+ * Every intermediate value holds a reference on a buffer block. A value's
+ * reference is dropped after its last reader ran (or right after its node
+ * when nobody reads it), and a block whose last reference goes returns to
+ * the session's free list. Allocation takes the smallest free block that
+ * fits. Runs with the same input shapes therefore replay the same sequence
+ * of requests and reuse the same blocks: after the first run, a steady
+ * state run allocates nothing. Reshape-like kernels alias their input's
+ * block (a second reference), elementwise kernels may write in place into a
+ * block nobody else will read.
+ */
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "base/status.h"
+#include "engine/model_int.h"
+#include "engine/ops/op.h"
+
+typedef struct block {
+	void *data;
+	size_t cap;
+	int refs;
+	struct block *next; /* free list / all-blocks list */
+	struct block *all_next;
+} block;
+
+typedef struct slot {
+	es_tensor t;
+	block *blk; /* NULL for inputs and constants */
+} slot;
+
+#define MAX_SCRATCH 16
+
+struct es_exec {
+	es_session *s;
+	int node;
+	block *scratch[MAX_SCRATCH];
+	int n_scratch;
+};
+
+struct es_session {
+	es_model *model;
+	es_graph *g;
+	int threads;
+	bool profile;
+	slot *slots;       /* one per graph value */
+	int *remaining;    /* readers left in the current run */
+	block *free_list;  /* sorted by capacity, ascending */
+	block *all_blocks;
+	es_node_profile *prof;
+	/* per-node scratch for the kernel context */
+	const es_tensor **in_ptrs;
+	es_tensor **out_ptrs;
+	es_tensor *omitted; /* stand-ins for omitted optional outputs */
+	slot *omitted_slots;
+	int max_in, max_out;
+	bool have_outputs; /* graph outputs of the last run still held */
+};
+
+/* ---- pool ---------------------------------------------------------------- */
+
+static block *pool_get(es_session *s, size_t bytes)
+{
+	block **pp = &s->free_list;
+	for (; *pp; pp = &(*pp)->next) {
+		if ((*pp)->cap >= bytes) {
+			block *b = *pp;
+			*pp = b->next;
+			b->next = NULL;
+			b->refs = 1;
+			return b;
+		}
+	}
+	block *b = calloc(1, sizeof(block));
+	if (!b)
+		return NULL;
+	b->data = es_aligned_alloc(bytes);
+	if (!b->data) {
+		free(b);
+		return NULL;
+	}
+	b->cap = bytes;
+	b->refs = 1;
+	b->all_next = s->all_blocks;
+	s->all_blocks = b;
+	return b;
+}
+
+static void pool_put(es_session *s, block *b)
+{
+	if (!b || --b->refs > 0)
+		return;
+	block **pp = &s->free_list;
+	while (*pp && (*pp)->cap < b->cap)
+		pp = &(*pp)->next;
+	b->next = *pp;
+	*pp = b;
+}
+
+static void slot_release(es_session *s, slot *sl)
+{
+	if (sl->blk)
+		pool_put(s, sl->blk);
+	sl->blk = NULL;
+	memset(&sl->t, 0, sizeof(sl->t));
+}
+
+/* ---- kernel context services --------------------------------------------- */
+
+int es_kctx_fail(es_kctx *k, int code, const char *fmt, ...)
+{
+	char msg[ES_ERROR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return es_error_set(k->err, code, "node '%s' (%s): %s", k->node->name,
+			    k->node->op_type, msg);
+}
+
+static slot *out_slot(es_kctx *k, int i)
+{
+	es_session *s = k->exec->s;
+	int v = k->node->outputs[i];
+	return v >= 0 ? &s->slots[v] : &s->omitted_slots[i];
+}
+
+static int check_out_index(es_kctx *k, int i)
+{
+	if (i < 0 || i >= k->n_outputs)
+		return es_error_set(k->err, ES_EINTERNAL,
+			"node '%s' (%s): kernel wrote output %d of %d",
+			k->node->name, k->node->op_type, i, k->n_outputs);
+	return 0;
+}
+
+static int set_shape(es_kctx *k, es_tensor *t, es_dtype dt, int ndim,
+		     const int64_t *dims, size_t *bytes)
+{
+	size_t esz = es_dtype_size(dt);
+	int64_t numel;
+	if (!esz)
+		return es_kctx_fail(k, ES_EUNSUPPORTED, "output type %s is not supported",
+				    es_dtype_name(dt));
+	if (ndim < 0 || ndim > ES_MAX_DIMS)
+		return es_kctx_fail(k, ES_EUNSUPPORTED,
+				    "output rank %d is outside 0..%d", ndim, ES_MAX_DIMS);
+	if (es_shape_numel(dims, ndim, esz, &numel))
+		return es_kctx_fail(k, ES_ERANGE,
+				    "output shape has a negative dimension or too many elements");
+	t->dtype = dt;
+	t->ndim = ndim;
+	for (int d = 0; d < ndim; d++)
+		t->dims[d] = dims[d];
+	t->nbytes = (size_t)numel * esz;
+	*bytes = t->nbytes;
+	return 0;
+}
+
+int es_kctx_output(es_kctx *k, int i, es_dtype dt, int ndim,
+		   const int64_t *dims)
+{
+	int rc = check_out_index(k, i);
+	if (rc)
+		return rc;
+	slot *sl = out_slot(k, i);
+	slot_release(k->exec->s, sl);
+	size_t bytes;
+	if ((rc = set_shape(k, &sl->t, dt, ndim, dims, &bytes)))
+		return rc;
+	sl->blk = pool_get(k->exec->s, bytes);
+	if (!sl->blk)
+		return es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes for output %d",
+				    bytes, i);
+	sl->t.data = sl->blk->data;
+	return 0;
+}
+
+int es_kctx_output_alias(es_kctx *k, int i, int in, int ndim,
+			 const int64_t *dims)
+{
+	int rc = check_out_index(k, i);
+	if (rc)
+		return rc;
+	const es_tensor *src = es_kin(k, in);
+	if (!src)
+		return es_kctx_fail(k, ES_EINTERNAL, "alias of missing input %d", in);
+	es_session *s = k->exec->s;
+	slot *sl = out_slot(k, i);
+	slot_release(s, sl);
+	size_t bytes;
+	if ((rc = set_shape(k, &sl->t, src->dtype, ndim, dims, &bytes)))
+		return rc;
+	if (bytes != src->nbytes)
+		return es_kctx_fail(k, ES_ESHAPE,
+			"cannot view %zu bytes of input %d as %zu bytes", src->nbytes, in, bytes);
+	int v = k->node->inputs[in];
+	block *b = v >= 0 ? s->slots[v].blk : NULL;
+	if (b)
+		b->refs++;
+	sl->blk = b;
+	sl->t.data = src->data;
+	return 0;
+}
+
+int es_kctx_output_inplace(es_kctx *k, int i, int in, es_dtype dt, int ndim,
+			   const int64_t *dims, bool *inplace)
+{
+	es_session *s = k->exec->s;
+	*inplace = false;
+	int v = (in >= 0 && in < k->n_inputs) ? k->node->inputs[in] : -1;
+	if (v >= 0 && k->node->outputs[i] >= 0) {
+		slot *src = &s->slots[v];
+		const es_value *val = &s->g->values[v];
+		if (src->blk && src->blk->refs == 1 && s->remaining[v] == 1 &&
+		    !val->is_output && es_dtype_size(dt) == es_dtype_size(src->t.dtype)) {
+			slot *sl = out_slot(k, i);
+			size_t bytes;
+			int rc = check_out_index(k, i);
+			if (rc)
+				return rc;
+			slot_release(s, sl);
+			if ((rc = set_shape(k, &sl->t, dt, ndim, dims, &bytes)))
+				return rc;
+			if (bytes == src->t.nbytes) {
+				src->blk->refs++;
+				sl->blk = src->blk;
+				sl->t.data = src->blk->data;
+				*inplace = true;
+				return 0;
+			}
+		}
+	}
+	return es_kctx_output(k, i, dt, ndim, dims);
+}
+
+void *es_kctx_scratch(es_kctx *k, size_t bytes)
+{
+	es_exec *x = k->exec;
+	if (x->n_scratch >= MAX_SCRATCH)
+		return NULL;
+	block *b = pool_get(x->s, bytes);
+	if (!b)
+		return NULL;
+	x->scratch[x->n_scratch++] = b;
+	return b->data;
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+int es_session_create(es_model *m, const es_session_options *opts,
+		      es_session **out, es_error *err)
+{
+	es_session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	es_graph *g = m->graph;
+	s->model = m;
+	s->g = g;
+	s->threads = opts && opts->threads > 0 ? opts->threads : omp_get_num_procs();
+	s->profile = opts && opts->profile;
+	for (int n = 0; n < g->n_nodes; n++) {
+		if (g->nodes[n].n_inputs > s->max_in)
+			s->max_in = g->nodes[n].n_inputs;
+		if (g->nodes[n].n_outputs > s->max_out)
+			s->max_out = g->nodes[n].n_outputs;
+	}
+	s->slots = calloc((size_t)g->n_values + 1, sizeof(slot));
+	s->remaining = calloc((size_t)g->n_values + 1, sizeof(int));
+	s->prof = calloc((size_t)g->n_nodes + 1, sizeof(es_node_profile));
+	s->in_ptrs = calloc((size_t)s->max_in + 1, sizeof(*s->in_ptrs));
+	s->out_ptrs = calloc((size_t)s->max_out + 1, sizeof(*s->out_ptrs));
+	s->omitted = calloc((size_t)s->max_out + 1, sizeof(es_tensor));
+	s->omitted_slots = calloc((size_t)s->max_out + 1, sizeof(slot));
+	if (!s->slots || !s->remaining || !s->prof || !s->in_ptrs ||
+	    !s->out_ptrs || !s->omitted || !s->omitted_slots) {
+		es_session_destroy(s);
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	}
+	for (int n = 0; n < g->n_nodes; n++) {
+		s->prof[n].name = g->nodes[n].name;
+		s->prof[n].op_type = g->nodes[n].op_type;
+	}
+	es_model_retain(m);
+	*out = s;
+	return 0;
+}
+
+static void release_all(es_session *s)
+{
+	for (int v = 0; v < s->g->n_values; v++)
+		slot_release(s, &s->slots[v]);
+	for (int o = 0; o < s->max_out; o++)
+		slot_release(s, &s->omitted_slots[o]);
+	s->have_outputs = false;
+}
+
+void es_session_destroy(es_session *s)
+{
+	if (!s)
+		return;
+	if (s->slots && s->g)
+		release_all(s);
+	block *b = s->all_blocks;
+	while (b) {
+		block *next = b->all_next;
+		es_aligned_free(b->data);
+		free(b);
+		b = next;
+	}
+	free(s->slots);
+	free(s->remaining);
+	free(s->prof);
+	free(s->in_ptrs);
+	free(s->out_ptrs);
+	free(s->omitted);
+	free(s->omitted_slots);
+	if (s->model)
+		es_model_release(s->model);
+	free(s);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int check_input(const es_session *s, size_t i, const es_tensor *t,
+		       es_error *err)
+{
+	const es_value_info *info = &s->model->inputs[i];
+	if (t->dtype != info->dtype)
+		return es_error_set(err, ES_ETYPE,
+			"input '%s': expected type %s, got %s", info->name,
+			es_dtype_name(info->dtype), es_dtype_name(t->dtype));
+	if (t->ndim < 0 || t->ndim > ES_MAX_DIMS)
+		return es_error_set(err, ES_ESHAPE, "input '%s': rank %d is not supported",
+				    info->name, t->ndim);
+	if (info->ndim >= 0 && t->ndim != info->ndim)
+		return es_error_set(err, ES_ESHAPE,
+			"input '%s': expected rank %d, got rank %d", info->name,
+			info->ndim, t->ndim);
+	for (int d = 0; d < t->ndim && info->ndim >= 0; d++)
+		if (info->dims[d] >= 0 && t->dims[d] != info->dims[d])
+			return es_error_set(err, ES_ESHAPE,
+				"input '%s': dimension %d must be %lld, got %lld",
+				info->name, d, (long long)info->dims[d],
+				(long long)t->dims[d]);
+	int64_t numel;
+	if (es_shape_numel(t->dims, t->ndim, es_dtype_size(t->dtype), &numel))
+		return es_error_set(err, ES_ERANGE,
+			"input '%s': negative dimension or element count overflows",
+			info->name);
+	if ((size_t)numel * es_dtype_size(t->dtype) != t->nbytes)
+		return es_error_set(err, ES_ESHAPE,
+			"input '%s': shape needs %zu bytes, %zu given", info->name,
+			(size_t)numel * es_dtype_size(t->dtype), t->nbytes);
+	if (t->nbytes && !t->data)
+		return es_error_set(err, ES_EINVAL, "input '%s': no data", info->name);
+	return 0;
+}
+
+int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
+		   es_tensor *outputs, es_error *err)
+{
+	es_graph *g = s->g;
+	es_error local;
+	int rc = 0;
+	if (!err)
+		err = &local;
+	es_error_clear(err);
+	if (n_inputs != (size_t)g->n_inputs)
+		return es_error_set(err, ES_EINVAL, "model takes %d inputs, %zu given",
+				    g->n_inputs, n_inputs);
+	for (size_t i = 0; i < n_inputs; i++)
+		if ((rc = check_input(s, i, &inputs[i], err)))
+			return rc;
+
+	/* the previous run's outputs are released now */
+	release_all(s);
+	omp_set_num_threads(s->threads);
+
+	for (int v = 0; v < g->n_values; v++) {
+		s->remaining[v] = g->values[v].n_consumers;
+		if (g->values[v].constant)
+			s->slots[v].t = *g->values[v].constant;
+	}
+	for (size_t i = 0; i < n_inputs; i++)
+		s->slots[g->inputs[i]].t = inputs[i];
+
+	es_exec x = { .s = s };
+	for (int n = 0; n < g->n_nodes; n++) {
+		es_node *node = &g->nodes[n];
+		for (int i = 0; i < node->n_inputs; i++) {
+			int v = node->inputs[i];
+			s->in_ptrs[i] = v >= 0 ? &s->slots[v].t : NULL;
+		}
+		for (int o = 0; o < node->n_outputs; o++) {
+			int v = node->outputs[o];
+			s->out_ptrs[o] = v >= 0 ? &s->slots[v].t : &s->omitted_slots[o].t;
+		}
+		x.node = n;
+		x.n_scratch = 0;
+		es_kctx k = {
+			.node = node, .state = node->state,
+			.n_inputs = node->n_inputs, .inputs = s->in_ptrs,
+			.n_outputs = node->n_outputs, .outputs = s->out_ptrs,
+			.threads = s->threads, .err = err, .exec = &x,
+		};
+		uint64_t t0 = s->profile ? now_ns() : 0;
+		rc = node->op->run(&k);
+		if (s->profile) {
+			s->prof[n].total_ns += now_ns() - t0;
+			s->prof[n].calls++;
+		}
+		for (int i = 0; i < x.n_scratch; i++)
+			pool_put(s, x.scratch[i]);
+		if (rc) {
+			if (!err->msg[0])
+				es_error_set(err, rc, "node '%s' (%s) failed: %s",
+					     node->name, node->op_type, es_strerror(rc));
+			goto fail;
+		}
+		for (int o = 0; o < node->n_outputs; o++) {
+			int v = node->outputs[o];
+			if (v < 0) {
+				slot_release(s, &s->omitted_slots[o]);
+				continue;
+			}
+			if (!s->slots[v].t.data && s->slots[v].t.nbytes == 0 &&
+			    s->slots[v].t.dtype == ES_DT_UNDEFINED) {
+				rc = es_error_set(err, ES_EINTERNAL,
+					"node '%s' (%s): kernel did not produce output %d",
+					node->name, node->op_type, o);
+				goto fail;
+			}
+			if (g->values[v].n_consumers == 0 && !g->values[v].is_output)
+				slot_release(s, &s->slots[v]);
+		}
+		/* drop inputs whose last reader this was */
+		for (int i = 0; i < node->n_inputs; i++) {
+			int v = node->inputs[i];
+			if (v < 0)
+				continue;
+			if (--s->remaining[v] == 0 && !g->values[v].is_output)
+				slot_release(s, &s->slots[v]);
+		}
+	}
+	for (int o = 0; o < g->n_outputs; o++)
+		outputs[o] = s->slots[g->outputs[o]].t;
+	s->have_outputs = true;
+	return 0;
+fail:
+	release_all(s);
+	return rc;
+}
+
+size_t es_session_profile(const es_session *s, const es_node_profile **out)
+{
+	*out = s->prof;
+	return (size_t)s->g->n_nodes;
+}
+
+void es_session_profile_reset(es_session *s)
+{
+	for (int n = 0; n < s->g->n_nodes; n++) {
+		s->prof[n].calls = 0;
+		s->prof[n].total_ns = 0;
+	}
+}
