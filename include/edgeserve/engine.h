@@ -136,7 +136,7 @@ typedef struct es_value_info {
 } es_value_info;
 
 typedef struct es_model_options {
-	int optimize; /* 0: run the graph as written; 1: default passes */
+	bool no_optimize; /* run the graph as written: no folding, no fusion */
 } es_model_options;
 
 /* Loads and validates an ONNX model file. External data files are resolved

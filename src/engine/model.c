@@ -7,6 +7,7 @@
 
 #include "base/alloc.h"
 #include "base/status.h"
+#include "engine/exec/exec.h"
 #include "engine/model_int.h"
 #include "engine/onnx/onnx_int.h"
 #include "engine/ops/op.h"
@@ -231,23 +232,85 @@ static int check_types(es_graph *g, es_error *err)
 	return 0;
 }
 
-static int init_kernels(es_graph *g, es_error *err)
+static bool is_random(const es_node *n)
 {
+	static const char *const ops[] = {
+		"RandomNormal", "RandomUniform", "RandomNormalLike",
+		"RandomUniformLike", "Multinomial", "Bernoulli",
+	};
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (!strcmp(n->op_type, ops[i]))
+			return true;
+	return false;
+}
+
+static bool all_inputs_constant(const es_graph *g, const es_node *n)
+{
+	for (int i = 0; i < n->n_inputs; i++)
+		if (n->inputs[i] >= 0 && !g->values[n->inputs[i]].constant)
+			return false;
+	return true;
+}
+
+/*
+ * Initialises kernels in topological order. Unless disabled, a node whose
+ * inputs are all constants is run once here and replaced by its outputs, so
+ * the kernels after it see those as constants in their own init (weights
+ * reshaped or transposed at export time, shape arithmetic on fixed shapes).
+ */
+static int init_kernels(es_graph *g, bool fold, es_error *err)
+{
+	es_session *folder = NULL;
+	int rc = 0, kept = 0, folded = 0;
+	if (fold && !(folder = es_exec_folder_new(g)))
+		return es_error_set(err, ES_ENOMEM, "out of memory");
 	for (int n = 0; n < g->n_nodes; n++) {
 		es_node *node = &g->nodes[n];
-		if (!node->op->init)
-			continue;
-		es_op_init_ctx c = { .graph = g, .node = node, .err = err };
 		es_error_clear(err);
-		int rc = node->op->init(&c, &node->state);
-		if (rc) {
-			if (err && !err->msg[0])
-				es_error_set(err, rc, "node '%s' (%s): %s", node->name,
-					     node->op_type, es_strerror(rc));
-			return rc;
+		if (node->op->init) {
+			es_op_init_ctx c = { .graph = g, .node = node, .err = err };
+			rc = node->op->init(&c, &node->state);
+			if (rc) {
+				if (err && !err->msg[0])
+					es_error_set(err, rc, "node '%s' (%s): %s", node->name,
+						     node->op_type, es_strerror(rc));
+				goto out;
+			}
+		}
+		if (fold && all_inputs_constant(g, node) && !is_random(node)) {
+			rc = es_exec_fold_node(folder, n, err);
+			if (rc)
+				goto out;
+			node->n_inputs = 0; /* mark: removed below */
+			node->n_outputs = -1;
+			folded++;
 		}
 	}
-	return 0;
+	if (!folded)
+		goto out;
+	for (int n = 0; n < g->n_nodes; n++) {
+		es_node *node = &g->nodes[n];
+		if (node->n_outputs >= 0) {
+			g->nodes[kept++] = *node;
+			continue;
+		}
+		if (node->op->fini && node->state)
+			node->op->fini(node->state);
+		free(node->name);
+		free(node->op_type);
+		free(node->domain);
+		free(node->inputs);
+		free(node->outputs);
+		for (int a = 0; a < node->n_attrs; a++)
+			es_attr_clear(&node->attrs[a]);
+		free(node->attrs);
+	}
+	g->n_nodes = kept;
+	rc = es_graph_finalize(g, err);
+out:
+	if (folder)
+		es_exec_folder_free(folder);
+	return rc;
 }
 
 static void fill_info(const es_value *v, es_value_info *info)
@@ -276,7 +339,6 @@ int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
 			 const es_model_options *opts, es_model **out,
 			 es_error *err)
 {
-	(void)opts;
 	int rc;
 	es_error local;
 	if (!err)
@@ -299,7 +361,7 @@ int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
 	    (rc = es_graph_finalize(g, err)) ||
 	    (rc = resolve_kernels(g, err)) ||
 	    (rc = check_types(g, err)) ||
-	    (rc = init_kernels(g, err)))
+	    (rc = init_kernels(g, !(opts && opts->no_optimize), err)))
 		goto fail;
 	m->inputs = calloc((size_t)g->n_inputs + 1, sizeof(es_value_info));
 	m->outputs = calloc((size_t)g->n_outputs + 1, sizeof(es_value_info));

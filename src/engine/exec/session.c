@@ -22,6 +22,7 @@
 #include "base/alloc.h"
 #include "base/status.h"
 #include "engine/model_int.h"
+#include "engine/exec/exec.h"
 #include "engine/ops/op.h"
 
 typedef struct block {
@@ -477,4 +478,109 @@ void es_session_profile_reset(es_session *s)
 		s->prof[n].calls = 0;
 		s->prof[n].total_ns = 0;
 	}
+}
+
+/* ---- load-time evaluation of constant nodes ------------------------------- */
+
+/* A session without a model, used at load to run single nodes whose inputs
+ * are all constants. */
+es_session *es_exec_folder_new(es_graph *g)
+{
+	es_session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->g = g;
+	s->threads = 1;
+	for (int n = 0; n < g->n_nodes; n++) {
+		if (g->nodes[n].n_inputs > s->max_in)
+			s->max_in = g->nodes[n].n_inputs;
+		if (g->nodes[n].n_outputs > s->max_out)
+			s->max_out = g->nodes[n].n_outputs;
+	}
+	s->slots = calloc((size_t)g->n_values + 1, sizeof(slot));
+	s->remaining = calloc((size_t)g->n_values + 1, sizeof(int));
+	s->in_ptrs = calloc((size_t)s->max_in + 1, sizeof(*s->in_ptrs));
+	s->out_ptrs = calloc((size_t)s->max_out + 1, sizeof(*s->out_ptrs));
+	s->omitted = calloc((size_t)s->max_out + 1, sizeof(es_tensor));
+	s->omitted_slots = calloc((size_t)s->max_out + 1, sizeof(slot));
+	if (!s->slots || !s->remaining || !s->in_ptrs || !s->out_ptrs ||
+	    !s->omitted || !s->omitted_slots) {
+		es_session_destroy(s);
+		return NULL;
+	}
+	return s;
+}
+
+void es_exec_folder_free(es_session *s)
+{
+	es_session_destroy(s);
+}
+
+/*
+ * Runs node n of the folder's graph (all its inputs must be constants) and
+ * turns each of its outputs into a constant owned by the graph. The node is
+ * left in place; the caller removes it.
+ */
+int es_exec_fold_node(es_session *s, int n, es_error *err)
+{
+	es_graph *g = s->g;
+	es_node *node = &g->nodes[n];
+	int rc;
+	for (int i = 0; i < node->n_inputs; i++) {
+		int v = node->inputs[i];
+		if (v >= 0) {
+			s->slots[v].t = *g->values[v].constant;
+			s->slots[v].blk = NULL;
+		}
+		s->in_ptrs[i] = v >= 0 ? &s->slots[v].t : NULL;
+	}
+	for (int o = 0; o < node->n_outputs; o++) {
+		int v = node->outputs[o];
+		s->out_ptrs[o] = v >= 0 ? &s->slots[v].t : &s->omitted_slots[o].t;
+		/* no in-place writes into constants */
+		if (v >= 0)
+			s->remaining[v] = 0;
+	}
+	for (int i = 0; i < node->n_inputs; i++)
+		if (node->inputs[i] >= 0)
+			s->remaining[node->inputs[i]] = 0;
+	es_exec x = { .s = s, .node = n };
+	es_kctx k = {
+		.node = node, .state = node->state,
+		.n_inputs = node->n_inputs, .inputs = s->in_ptrs,
+		.n_outputs = node->n_outputs, .outputs = s->out_ptrs,
+		.threads = 1, .err = err, .exec = &x,
+	};
+	rc = node->op->run(&k);
+	for (int i = 0; i < x.n_scratch; i++)
+		pool_put(s, x.scratch[i]);
+	for (int o = 0; o < node->n_outputs && !rc; o++) {
+		int v = node->outputs[o];
+		if (v < 0)
+			continue;
+		const es_tensor *t = &s->slots[v].t;
+		es_tensor *c = calloc(1, sizeof(es_tensor));
+		if (!c || es_tensor_alloc(c, t->dtype, t->ndim, t->dims, err)) {
+			free(c);
+			rc = es_error_set(err, ES_ENOMEM, "out of memory folding node '%s'",
+					  node->name);
+			break;
+		}
+		if (t->nbytes)
+			memcpy(c->data, t->data, t->nbytes);
+		es_value *val = &g->values[v];
+		val->constant = c;
+		val->dtype = c->dtype;
+		val->ndim = c->ndim;
+		for (int d = 0; d < c->ndim; d++)
+			val->dims[d] = c->dims[d];
+	}
+	for (int o = 0; o < node->n_outputs; o++) {
+		int v = node->outputs[o];
+		slot_release(s, v >= 0 ? &s->slots[v] : &s->omitted_slots[o]);
+	}
+	for (int i = 0; i < node->n_inputs; i++)
+		if (node->inputs[i] >= 0)
+			memset(&s->slots[node->inputs[i]], 0, sizeof(slot));
+	return rc;
 }
