@@ -1,0 +1,1063 @@
+/*
+ * Operator family: conv (Conv, ConvTranspose), opsets 1..17.
+ *
+ * float runs through oneDNN: the primitive is created for the actual
+ * problem on first run and cached in the node state (a few entries keyed
+ * by the resolved geometry, so a shape change creates a new entry and a
+ * shape seen before reuses its own). The primitive picks its preferred
+ * weight layout; when W is a model constant it is packed into that layout
+ * once, when the entry is created. double, and anything oneDNN rejects
+ * (more than 3 spatial dims, odd paddings, empty channels), runs the plain
+ * C reference in this file; float16/bfloat16 convert to float and back.
+ *
+ * The node state is shared by every session of a model, so the cache is
+ * guarded by a mutex and entries are reference counted: an entry evicted
+ * while another session executes it is freed by the last user.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/fp16.h"
+#include "engine/kernels/dnnl_util.h"
+#include "engine/ops/conv_ref.h"
+#include "engine/ops/families.h"
+
+#define MAX_SP ES_CONV_MAX_SP
+#define CACHE_SLOTS 4
+
+enum auto_pad {
+	AUTO_PAD_NOTSET,
+	AUTO_PAD_SAME_UPPER,
+	AUTO_PAD_SAME_LOWER,
+	AUTO_PAD_VALID,
+};
+
+/* ---- reference implementation ------------------------------------------ */
+
+static int64_t prod(const int64_t *v, int n)
+{
+	int64_t p = 1;
+	for (int i = 0; i < n; i++)
+		p *= v[i];
+	return p;
+}
+
+/* Advances a row-major multi-index `c` over the box `lim`. */
+static inline void odometer_next(int64_t *c, const int64_t *lim, int n)
+{
+	for (int d = n - 1; d >= 0; d--) {
+		if (++c[d] < lim[d])
+			return;
+		c[d] = 0;
+	}
+}
+
+/*
+ * Offset (row-major inside one input plane) of the input element that
+ * output position `oc` reads through kernel tap `kc`, or -1 when that
+ * element is padding (or, for the transposed case, no input maps there).
+ */
+static inline int64_t ref_input_offset(const es_conv_geom *g,
+				       const int64_t *oc, const int64_t *kc)
+{
+	int64_t off = 0;
+	for (int d = 0; d < g->nsp; d++) {
+		int64_t p;
+		if (!g->transpose) {
+			p = oc[d] * g->stride[d] - g->pad_begin[d] +
+			    kc[d] * g->dilation[d];
+		} else {
+			int64_t t = oc[d] + g->pad_begin[d] - kc[d] * g->dilation[d];
+			if (t < 0 || t % g->stride[d])
+				return -1;
+			p = t / g->stride[d];
+		}
+		if (p < 0 || p >= g->in[d])
+			return -1;
+		off = off * g->in[d] + p;
+	}
+	return off;
+}
+
+/* One output plane (image n, output channel m; plane = n * g->m + m). */
+#define DEFINE_REF_PLANE(NAME, T)                                             \
+	static void NAME(const es_conv_geom *g, const T *x, const T *w,      \
+			 const T *b, T *y, int64_t plane)                     \
+	{                                                                     \
+		const int64_t sp_in = prod(g->in, g->nsp);                    \
+		const int64_t sp_out = prod(g->out, g->nsp);                  \
+		const int64_t k_sz = prod(g->kernel, g->nsp);                 \
+		const int64_t cg = g->c / g->group, mg = g->m / g->group;     \
+		const int64_t n = plane / g->m, m = plane % g->m;             \
+		const int64_t gi = m / mg;                                    \
+		const T *xg = x + (n * g->c + gi * cg) * sp_in;               \
+		T *yp = y + plane * sp_out;                                   \
+		int64_t oc[MAX_SP] = { 0 };                                   \
+		for (int64_t o = 0; o < sp_out; o++) {                        \
+			double acc = b ? (double)b[m] : 0.0;                  \
+			int64_t kc[MAX_SP] = { 0 };                           \
+			for (int64_t kk = 0; kk < k_sz; kk++) {               \
+				int64_t off = ref_input_offset(g, oc, kc);    \
+				odometer_next(kc, g->kernel, g->nsp);         \
+				if (off < 0)                                  \
+					continue;                             \
+				for (int64_t c = 0; c < cg; c++) {            \
+					int64_t wi = g->transpose ?           \
+						((gi * cg + c) * mg + m - gi * mg) * k_sz + kk : \
+						(m * cg + c) * k_sz + kk;     \
+					acc += (double)xg[c * sp_in + off] *  \
+					       (double)w[wi];                 \
+				}                                             \
+			}                                                     \
+			yp[o] = (T)acc;                                       \
+			odometer_next(oc, g->out, g->nsp);                    \
+		}                                                             \
+	}
+
+DEFINE_REF_PLANE(ref_plane_f32, float)
+DEFINE_REF_PLANE(ref_plane_f64, double)
+
+static bool ref_parallel(const es_conv_geom *g, int threads)
+{
+	/* rough work estimate: threads only pay off on bigger problems */
+	double work = (double)g->n * g->m * prod(g->out, g->nsp) *
+		      prod(g->kernel, g->nsp) * (g->c / g->group);
+	return threads > 1 && work > 65536.0;
+}
+
+void es_conv_ref_f32(const es_conv_geom *g, const float *x, const float *w,
+		     const float *b, float *y, int threads)
+{
+	const int64_t planes = g->n * g->m;
+	if (threads < 1)
+		threads = 1;
+#pragma omp parallel for num_threads(threads) if (ref_parallel(g, threads)) schedule(static)
+	for (int64_t p = 0; p < planes; p++)
+		ref_plane_f32(g, x, w, b, y, p);
+}
+
+void es_conv_ref_f64(const es_conv_geom *g, const double *x, const double *w,
+		     const double *b, double *y, int threads)
+{
+	const int64_t planes = g->n * g->m;
+	if (threads < 1)
+		threads = 1;
+#pragma omp parallel for num_threads(threads) if (ref_parallel(g, threads)) schedule(static)
+	for (int64_t p = 0; p < planes; p++)
+		ref_plane_f64(g, x, w, b, y, p);
+}
+
+/* ---- oneDNN path --------------------------------------------------------- */
+
+/* A created oneDNN (de)convolution primitive and the layouts it works on. */
+struct dnnl_conv {
+	dnnl_primitive_t prim;
+	bool has_bias;
+	bool pack_w; /* the primitive wants W in wei_md, not the ONNX layout */
+	dnnl_memory_desc_t src_md, dst_md, bias_md;
+	dnnl_memory_desc_t wei_user_md; /* ONNX layout of W */
+	dnnl_memory_desc_t wei_md;      /* the primitive's layout of W */
+	dnnl_memory_desc_t scratch_md;
+	size_t wei_bytes, scratch_bytes;
+};
+
+static void dnnl_conv_destroy(struct dnnl_conv *dc)
+{
+	if (dc->prim)
+		dnnl_primitive_destroy(dc->prim);
+	dc->prim = NULL;
+}
+
+static int dnnl_fail(es_error *err, const char *what, dnnl_status_t s)
+{
+	return es_error_set(err, ES_EUNSUPPORTED, "oneDNN %s: %s", what,
+			    es_dnnl_strstatus(s));
+}
+
+/* Describes W in its ONNX layout with oneDNN's logical dims:
+ * [g,] out-channels, in-channels, kernel... */
+static dnnl_status_t weights_user_md(dnnl_memory_desc_t *md, const es_conv_geom *g,
+				     int64_t *wdims, int *wnd)
+{
+	const int64_t k_sz = prod(g->kernel, g->nsp);
+	const int64_t cg = g->c / g->group, mg = g->m / g->group;
+	int64_t wstr[DNNL_MAX_NDIMS];
+	int lead = g->group > 1 ? 1 : 0;
+	int nd = lead + 2 + g->nsp;
+
+	if (lead) {
+		wdims[0] = g->group;
+		wstr[0] = cg * mg * k_sz;
+	}
+	wdims[lead] = mg;
+	wdims[lead + 1] = cg;
+	if (!g->transpose) { /* (m, c/g, k...) */
+		wstr[lead] = cg * k_sz;
+		wstr[lead + 1] = k_sz;
+	} else { /* (c, m/g, k...): out-channels vary faster than in-channels */
+		wstr[lead] = k_sz;
+		wstr[lead + 1] = mg * k_sz;
+	}
+	int64_t s = 1;
+	for (int d = g->nsp - 1; d >= 0; d--) {
+		wdims[lead + 2 + d] = g->kernel[d];
+		wstr[lead + 2 + d] = s;
+		s *= g->kernel[d];
+	}
+	*wnd = nd;
+	return es_dnnl_md_strided(md, nd, wdims, wstr, dnnl_f32);
+}
+
+/* Creates the primitive for problem g. Returns 0 or ES_EUNSUPPORTED with
+ * the reason in err (the caller then runs the reference). */
+static int dnnl_conv_create(struct dnnl_conv *dc, const es_conv_geom *g,
+			    bool has_bias, es_error *err)
+{
+	dnnl_engine_t eng = es_dnnl_engine();
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_memory_desc_t wei_any;
+	int64_t sdims[DNNL_MAX_NDIMS], ddims[DNNL_MAX_NDIMS], wdims[DNNL_MAX_NDIMS];
+	dnnl_dims_t strides, dil, pl, pr;
+	dnnl_status_t s;
+	int wnd, rc = 0;
+
+	memset(dc, 0, sizeof(*dc));
+	dc->has_bias = has_bias;
+	if (!eng)
+		return es_error_set(err, ES_EUNSUPPORTED, "oneDNN CPU engine unavailable");
+	if (g->nsp < 1 || g->nsp > 3)
+		return es_error_set(err, ES_EUNSUPPORTED,
+				    "oneDNN handles 1 to 3 spatial dims, not %d", g->nsp);
+	if (g->n < 1 || g->c < 1 || g->m < 1)
+		return es_error_set(err, ES_EUNSUPPORTED, "empty tensor");
+
+	const int nd = g->nsp + 2;
+	sdims[0] = g->n;
+	sdims[1] = g->c;
+	ddims[0] = g->n;
+	ddims[1] = g->m;
+	for (int d = 0; d < g->nsp; d++) {
+		sdims[2 + d] = g->in[d];
+		ddims[2 + d] = g->out[d];
+		strides[d] = g->stride[d];
+		dil[d] = g->dilation[d] - 1; /* oneDNN counts the gaps */
+		pl[d] = g->pad_begin[d];
+		pr[d] = g->pad_end[d];
+	}
+	if ((s = es_dnnl_md_plain(&dc->src_md, nd, sdims, dnnl_f32)) ||
+	    (s = es_dnnl_md_plain(&dc->dst_md, nd, ddims, dnnl_f32)) ||
+	    (s = es_dnnl_md_plain(&dc->bias_md, 1, &g->m, dnnl_f32)) ||
+	    (s = weights_user_md(&dc->wei_user_md, g, wdims, &wnd)))
+		return dnnl_fail(err, "memory descriptor", s);
+	s = dnnl_memory_desc_init_by_tag(&wei_any, wnd, wdims, dnnl_f32,
+					 dnnl_format_tag_any);
+	if (s)
+		return dnnl_fail(err, "weights descriptor", s);
+
+	if (!g->transpose) {
+		dnnl_convolution_desc_t cd;
+		s = dnnl_dilated_convolution_forward_desc_init(&cd,
+			dnnl_forward_inference, dnnl_convolution_direct,
+			&dc->src_md, &wei_any, has_bias ? &dc->bias_md : NULL,
+			&dc->dst_md, strides, dil, pl, pr);
+		if (s)
+			return dnnl_fail(err, "convolution descriptor", s);
+		if ((s = dnnl_primitive_attr_create(&attr)) ||
+		    (s = dnnl_primitive_attr_set_scratchpad_mode(attr,
+				dnnl_scratchpad_mode_user))) {
+			rc = dnnl_fail(err, "attributes", s);
+			goto out_free_attr;
+		}
+		s = dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL);
+	} else {
+		dnnl_deconvolution_desc_t dd;
+		s = dnnl_dilated_deconvolution_forward_desc_init(&dd,
+			dnnl_forward_inference, dnnl_deconvolution_direct,
+			&dc->src_md, &wei_any, has_bias ? &dc->bias_md : NULL,
+			&dc->dst_md, strides, dil, pl, pr);
+		if (s)
+			return dnnl_fail(err, "deconvolution descriptor", s);
+		if ((s = dnnl_primitive_attr_create(&attr)) ||
+		    (s = dnnl_primitive_attr_set_scratchpad_mode(attr,
+				dnnl_scratchpad_mode_user))) {
+			rc = dnnl_fail(err, "attributes", s);
+			goto out_free_attr;
+		}
+		s = dnnl_primitive_desc_create(&pd, &dd, attr, eng, NULL);
+	}
+	if (s) {
+		rc = dnnl_fail(err, "primitive descriptor", s);
+		goto out_free_attr;
+	}
+	s = dnnl_primitive_create(&dc->prim, pd);
+	if (s) {
+		dc->prim = NULL;
+		rc = dnnl_fail(err, "primitive", s);
+		goto out_free_pd;
+	}
+	const dnnl_memory_desc_t *md;
+	md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+	if (!md) {
+		rc = es_error_set(err, ES_EUNSUPPORTED, "oneDNN: no weights layout");
+		dnnl_conv_destroy(dc);
+		goto out_free_pd;
+	}
+	dc->wei_md = *md;
+	dc->wei_bytes = dnnl_memory_desc_get_size(&dc->wei_md);
+	dc->pack_w = !dnnl_memory_desc_equal(&dc->wei_md, &dc->wei_user_md);
+	md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	if (md) {
+		dc->scratch_md = *md;
+		dc->scratch_bytes = dnnl_memory_desc_get_size(md);
+	}
+out_free_pd:
+	dnnl_primitive_desc_destroy(pd);
+out_free_attr:
+	if (attr)
+		dnnl_primitive_attr_destroy(attr);
+	return rc;
+}
+
+/* Executes dc. w is in dc->wei_md's layout; scratch has scratch_bytes. */
+static int dnnl_conv_exec(const struct dnnl_conv *dc, const float *x,
+			  const float *w, const float *b, float *y,
+			  void *scratch, es_error *err)
+{
+	dnnl_stream_t strm = es_dnnl_stream();
+	dnnl_memory_t mem[5] = { NULL };
+	dnnl_exec_arg_t args[5];
+	dnnl_status_t s;
+	int n = 0;
+
+	if (!strm)
+		return es_error_set(err, ES_EUNSUPPORTED, "oneDNN stream unavailable");
+	if ((s = es_dnnl_memory(&mem[0], &dc->src_md, x)))
+		goto out;
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SRC, mem[0] };
+	if ((s = es_dnnl_memory(&mem[1], &dc->wei_md, w)))
+		goto out;
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_WEIGHTS, mem[1] };
+	if ((s = es_dnnl_memory(&mem[2], &dc->dst_md, y)))
+		goto out;
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DST, mem[2] };
+	if (dc->has_bias) {
+		if ((s = es_dnnl_memory(&mem[3], &dc->bias_md, b)))
+			goto out;
+		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, mem[3] };
+	}
+	if (dc->scratch_bytes) {
+		if ((s = es_dnnl_memory(&mem[4], &dc->scratch_md, scratch)))
+			goto out;
+		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, mem[4] };
+	}
+	s = dnnl_primitive_execute(dc->prim, strm, n, args);
+	if (s == dnnl_success)
+		s = dnnl_stream_wait(strm);
+out:
+	for (int i = 0; i < 5; i++)
+		if (mem[i])
+			dnnl_memory_destroy(mem[i]);
+	if (s != dnnl_success)
+		return dnnl_fail(err, "execution", s);
+	return 0;
+}
+
+int es_conv_dnnl_f32(const es_conv_geom *g, const float *x, const float *w,
+		     const float *b, float *y, int threads, es_error *err)
+{
+	struct dnnl_conv dc;
+	void *packed = NULL, *scratch = NULL;
+	int rc;
+
+	es_dnnl_set_threads(threads);
+	rc = dnnl_conv_create(&dc, g, b != NULL, err);
+	if (rc)
+		return rc;
+	if (dc.pack_w) {
+		packed = es_aligned_alloc(dc.wei_bytes);
+		if (!packed) {
+			rc = es_error_set(err, ES_ENOMEM, "out of memory packing weights");
+			goto out_destroy;
+		}
+		dnnl_status_t s = es_dnnl_reorder(&dc.wei_user_md, w, &dc.wei_md, packed);
+		if (s) {
+			rc = dnnl_fail(err, "weight reorder", s);
+			goto out_free;
+		}
+		w = packed;
+	}
+	if (dc.scratch_bytes) {
+		scratch = es_aligned_alloc(dc.scratch_bytes);
+		if (!scratch) {
+			rc = es_error_set(err, ES_ENOMEM, "out of memory for scratchpad");
+			goto out_free;
+		}
+	}
+	rc = dnnl_conv_exec(&dc, x, w, b, y, scratch, err);
+out_free:
+	es_aligned_free(scratch);
+	es_aligned_free(packed);
+out_destroy:
+	dnnl_conv_destroy(&dc);
+	return rc;
+}
+
+/* ---- node state and primitive cache -------------------------------------- */
+
+/* One cached problem. use_ref marks a problem oneDNN rejected. */
+struct conv_prim {
+	atomic_int refs;
+	es_conv_geom geom;
+	bool has_bias;
+	bool use_ref;
+	struct dnnl_conv dc;
+	float *packed_w; /* W packed into dc.wei_md once (constant W only) */
+	uint64_t last_use;
+};
+
+struct conv_state {
+	bool transpose;
+	int nsp;          /* spatial rank the attributes fix; 0: none do */
+	int64_t group;
+	enum auto_pad auto_pad;
+	bool has_kernel_shape, has_pads, has_output_shape;
+	int64_t kernel_shape[MAX_SP];
+	int64_t strides[MAX_SP];
+	int64_t dilations[MAX_SP];
+	int64_t pads[2 * MAX_SP];
+	int64_t output_padding[MAX_SP];
+	int64_t output_shape[MAX_SP + 2];
+	int output_shape_len;
+
+	bool w_const;     /* W is a model constant */
+	float *w_f32;     /* constant float16/bfloat16 W converted once */
+
+	pthread_mutex_t lock;
+	struct conv_prim *cache[CACHE_SLOTS];
+	uint64_t clock;
+};
+
+static void prim_put(struct conv_prim *e)
+{
+	if (!e || atomic_fetch_sub(&e->refs, 1) != 1)
+		return;
+	dnnl_conv_destroy(&e->dc);
+	es_aligned_free(e->packed_w);
+	free(e);
+}
+
+/* Builds a cache entry for g. Returns NULL only when out of memory. */
+static struct conv_prim *prim_build(const struct conv_state *st,
+				    const es_conv_geom *g, bool has_bias,
+				    const float *w, int threads)
+{
+	struct conv_prim *e = calloc(1, sizeof(*e));
+	es_error why;
+
+	if (!e)
+		return NULL;
+	e->geom = *g;
+	e->has_bias = has_bias;
+	es_dnnl_set_threads(threads);
+	if (dnnl_conv_create(&e->dc, g, has_bias, &why)) {
+		e->use_ref = true;
+		return e;
+	}
+	if (e->dc.pack_w && st->w_const) {
+		e->packed_w = es_aligned_alloc(e->dc.wei_bytes);
+		if (!e->packed_w ||
+		    es_dnnl_reorder(&e->dc.wei_user_md, w, &e->dc.wei_md, e->packed_w)) {
+			es_aligned_free(e->packed_w);
+			e->packed_w = NULL;
+			dnnl_conv_destroy(&e->dc);
+			e->use_ref = true;
+		}
+	}
+	return e;
+}
+
+/* Returns the cache entry for g with a reference held (prim_put), creating
+ * it on first sight; NULL when out of memory. */
+static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
+				  bool has_bias, const float *w, int threads)
+{
+	struct conv_prim *e = NULL;
+	int victim = 0;
+
+	pthread_mutex_lock(&st->lock);
+	st->clock++;
+	for (int i = 0; i < CACHE_SLOTS; i++) {
+		struct conv_prim *c = st->cache[i];
+		if (c && c->has_bias == has_bias &&
+		    !memcmp(&c->geom, g, sizeof(*g))) {
+			e = c;
+			break;
+		}
+		if (!c || (st->cache[victim] &&
+			   c->last_use < st->cache[victim]->last_use))
+			victim = i;
+	}
+	if (!e) {
+		e = prim_build(st, g, has_bias, w, threads);
+		if (e) {
+			prim_put(st->cache[victim]);
+			atomic_init(&e->refs, 1); /* the cache's reference */
+			st->cache[victim] = e;
+		}
+	}
+	if (e) {
+		e->last_use = st->clock;
+		atomic_fetch_add(&e->refs, 1);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return e;
+}
+
+/* ---- attributes ----------------------------------------------------------- */
+
+static int attr_ints(const es_op_init_ctx *c, const char *name, int64_t *out,
+		     size_t max, int *count, bool *present)
+{
+	const int64_t *v;
+	size_t n;
+	int rc = es_node_attr_ints(c->node, name, &v, &n, c->err);
+	if (rc)
+		return rc;
+	*present = es_node_attr(c->node, name) != NULL;
+	if (n > max)
+		return es_error_set(c->err, ES_EINVAL,
+				    "%s node '%s': attribute %s has %zu values, at most %zu supported",
+				    c->node->op_type, c->node->name, name, n, max);
+	for (size_t i = 0; i < n; i++)
+		out[i] = v[i];
+	*count = (int)n;
+	return 0;
+}
+
+/* Every spatial attribute must agree on the spatial rank. */
+static int agree_rank(const es_op_init_ctx *c, const char *name, int n,
+		      int *nsp, const char **nsp_from)
+{
+	if (*nsp_from && *nsp != n)
+		return es_error_set(c->err, ES_EINVAL,
+				    "%s node '%s': attribute %s describes %d spatial dims but %s describes %d",
+				    c->node->op_type, c->node->name, name, n, *nsp_from, *nsp);
+	*nsp = n;
+	*nsp_from = name;
+	return 0;
+}
+
+static int parse_auto_pad(const es_op_init_ctx *c, enum auto_pad *out)
+{
+	const char *s;
+	int rc = es_node_attr_string(c->node, "auto_pad", "NOTSET", &s, c->err);
+	if (rc)
+		return rc;
+	if (!strcmp(s, "NOTSET") || !strcmp(s, ""))
+		*out = AUTO_PAD_NOTSET;
+	else if (!strcmp(s, "SAME_UPPER"))
+		*out = AUTO_PAD_SAME_UPPER;
+	else if (!strcmp(s, "SAME_LOWER"))
+		*out = AUTO_PAD_SAME_LOWER;
+	else if (!strcmp(s, "VALID"))
+		*out = AUTO_PAD_VALID;
+	else
+		return es_error_set(c->err, ES_EINVAL,
+				    "%s node '%s': attribute auto_pad is '%.40s', expected NOTSET, SAME_UPPER, SAME_LOWER or VALID",
+				    c->node->op_type, c->node->name, s);
+	return 0;
+}
+
+static int check_positive(const es_op_init_ctx *c, const char *name,
+			  const int64_t *v, int n, int64_t min)
+{
+	for (int i = 0; i < n; i++)
+		if (v[i] < min)
+			return es_error_set(c->err, ES_EINVAL,
+					    "%s node '%s': attribute %s[%d] is %lld, must be >= %lld",
+					    c->node->op_type, c->node->name, name, i,
+					    (long long)v[i], (long long)min);
+	return 0;
+}
+
+static void conv_fini(void *state)
+{
+	struct conv_state *st = state;
+	if (!st)
+		return;
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		prim_put(st->cache[i]);
+	es_aligned_free(st->w_f32);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
+{
+	struct conv_state *st = calloc(1, sizeof(*st));
+	const char *nsp_from = NULL;
+	int nsp = 0, n, rc;
+	bool present;
+
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->transpose = transpose;
+	pthread_mutex_init(&st->lock, NULL);
+	for (int i = 0; i < MAX_SP; i++) {
+		st->strides[i] = 1;
+		st->dilations[i] = 1;
+	}
+
+	if ((rc = es_node_attr_int(c->node, "group", 1, &st->group, c->err)))
+		goto out_fail;
+	if (st->group < 1) {
+		rc = es_error_set(c->err, ES_EINVAL,
+				  "%s node '%s': attribute group is %lld, must be >= 1",
+				  c->node->op_type, c->node->name, (long long)st->group);
+		goto out_fail;
+	}
+	if ((rc = parse_auto_pad(c, &st->auto_pad)))
+		goto out_fail;
+
+	if ((rc = attr_ints(c, "kernel_shape", st->kernel_shape, MAX_SP, &n, &present)))
+		goto out_fail;
+	st->has_kernel_shape = present;
+	if (present && ((rc = agree_rank(c, "kernel_shape", n, &nsp, &nsp_from)) ||
+			(rc = check_positive(c, "kernel_shape", st->kernel_shape, n, 1))))
+		goto out_fail;
+
+	if ((rc = attr_ints(c, "strides", st->strides, MAX_SP, &n, &present)))
+		goto out_fail;
+	if (present && ((rc = agree_rank(c, "strides", n, &nsp, &nsp_from)) ||
+			(rc = check_positive(c, "strides", st->strides, n, 1))))
+		goto out_fail;
+
+	if ((rc = attr_ints(c, "dilations", st->dilations, MAX_SP, &n, &present)))
+		goto out_fail;
+	if (present && ((rc = agree_rank(c, "dilations", n, &nsp, &nsp_from)) ||
+			(rc = check_positive(c, "dilations", st->dilations, n, 1))))
+		goto out_fail;
+
+	if ((rc = attr_ints(c, "pads", st->pads, 2 * MAX_SP, &n, &present)))
+		goto out_fail;
+	st->has_pads = present;
+	if (present) {
+		if (n % 2) {
+			rc = es_error_set(c->err, ES_EINVAL,
+					  "%s node '%s': attribute pads has %d values, expected 2 per spatial axis",
+					  c->node->op_type, c->node->name, n);
+			goto out_fail;
+		}
+		if ((rc = agree_rank(c, "pads", n / 2, &nsp, &nsp_from)) ||
+		    (rc = check_positive(c, "pads", st->pads, n, 0)))
+			goto out_fail;
+	}
+
+	if (transpose) {
+		if ((rc = attr_ints(c, "output_padding", st->output_padding, MAX_SP, &n, &present)))
+			goto out_fail;
+		if (present && ((rc = agree_rank(c, "output_padding", n, &nsp, &nsp_from)) ||
+				(rc = check_positive(c, "output_padding", st->output_padding, n, 0))))
+			goto out_fail;
+
+		if ((rc = attr_ints(c, "output_shape", st->output_shape, MAX_SP + 2,
+				    &st->output_shape_len, &present)))
+			goto out_fail;
+		st->has_output_shape = present;
+		/* Some exporters write the full (N, C, spatial...) shape; only
+		 * the spatial tail is used, settled at run time against X. */
+		if (present && (rc = check_positive(c, "output_shape", st->output_shape,
+						    st->output_shape_len, 1)))
+			goto out_fail;
+	}
+	st->nsp = nsp;
+
+	/* W is packed per problem when the primitive is created; remember
+	 * whether it is constant so that happens once. */
+	const es_tensor *w = es_init_const_input(c, 1);
+	st->w_const = w != NULL;
+	if (w && (w->dtype == ES_DT_FLOAT16 || w->dtype == ES_DT_BFLOAT16)) {
+		int64_t cnt = es_tensor_numel(w);
+		size_t bytes;
+		if (cnt < 0 || es_mul_size((size_t)cnt, sizeof(float), &bytes)) {
+			rc = es_error_set(c->err, ES_ERANGE, "%s node '%s': W too large",
+					  c->node->op_type, c->node->name);
+			goto out_fail;
+		}
+		st->w_f32 = es_aligned_alloc(bytes);
+		if (!st->w_f32) {
+			rc = es_error_set(c->err, ES_ENOMEM, "out of memory");
+			goto out_fail;
+		}
+		const uint16_t *src = w->data;
+		for (int64_t i = 0; i < cnt; i++)
+			st->w_f32[i] = w->dtype == ES_DT_FLOAT16 ?
+				es_half_to_float(src[i]) : es_bf16_to_float(src[i]);
+	}
+	*state = st;
+	return 0;
+
+out_fail:
+	conv_fini(st);
+	return rc;
+}
+
+static int conv_init(es_op_init_ctx *c, void **state)
+{
+	return conv_init_common(c, state, false);
+}
+
+static int convtr_init(es_op_init_ctx *c, void **state)
+{
+	return conv_init_common(c, state, true);
+}
+
+/* ---- run ---------------------------------------------------------------- */
+
+/* Messages name the input or attribute, the expected and the actual value;
+ * es_kctx_fail adds the node. */
+#define FAIL(k, code, ...) es_kctx_fail(k, code, __VA_ARGS__)
+
+static int64_t floor_half(int64_t t)
+{
+	return t >= 0 ? t / 2 : -((-t + 1) / 2);
+}
+
+/* Resolves strides, dilations, pads and output size of Conv (transpose
+ * false) or ConvTranspose into g, checking every product for overflow. */
+static int conv_geometry(es_kctx *k, const struct conv_state *st,
+			 const es_tensor *x, const es_tensor *w,
+			 const es_tensor *b, es_conv_geom *g)
+{
+	const char *op = st->transpose ? "ConvTranspose" : "Conv";
+	const int nd = x->ndim;
+
+	memset(g, 0, sizeof(*g));
+	g->transpose = st->transpose;
+	if (nd < 3)
+		return FAIL(k, ES_ESHAPE,
+			    "input X has rank %d, %s expects (N, C, D1, ...) of rank >= 3",
+			    nd, op);
+	if (w->ndim != nd)
+		return FAIL(k, ES_ESHAPE, "input W has rank %d, expected %d (the rank of X)",
+			    w->ndim, nd);
+	const int nsp = nd - 2;
+	if (st->nsp && st->nsp != nsp)
+		return FAIL(k, ES_ESHAPE,
+			    "the attributes describe %d spatial dims but input X has %d (rank %d)",
+			    st->nsp, nsp, nd);
+	g->nsp = nsp;
+	g->n = x->dims[0];
+	g->c = x->dims[1];
+	g->group = st->group;
+
+	if (!st->transpose) {
+		int64_t need;
+		g->m = w->dims[0];
+		if (__builtin_mul_overflow(w->dims[1], st->group, &need) || need != g->c)
+			return FAIL(k, ES_ESHAPE,
+				    "input W has %lld channels per group (dim 1) and group is %lld, so X needs %lld channels, but X has %lld",
+				    (long long)w->dims[1], (long long)st->group,
+				    (long long)w->dims[1] * st->group, (long long)g->c);
+		if (g->m % st->group)
+			return FAIL(k, ES_ESHAPE,
+				    "input W has %lld output channels (dim 0), not a multiple of group %lld",
+				    (long long)g->m, (long long)st->group);
+	} else {
+		if (w->dims[0] != g->c)
+			return FAIL(k, ES_ESHAPE,
+				    "input W has %lld input channels (dim 0), expected %lld (the channels of X)",
+				    (long long)w->dims[0], (long long)g->c);
+		if (g->c % st->group)
+			return FAIL(k, ES_ESHAPE,
+				    "input X has %lld channels, not a multiple of group %lld",
+				    (long long)g->c, (long long)st->group);
+		if (__builtin_mul_overflow(w->dims[1], st->group, &g->m))
+			return FAIL(k, ES_ERANGE, "output channels W.dims[1] * group overflow");
+	}
+	if (b) {
+		if (b->ndim != 1 || b->dims[0] != g->m)
+			return FAIL(k, ES_ESHAPE,
+				    "input B must be 1-D of size %lld (output channels), got rank %d with %lld elements",
+				    (long long)g->m, b->ndim, (long long)es_tensor_numel(b));
+	}
+
+	int out_shape_off = 0;
+	if (st->transpose && st->has_output_shape) {
+		if (st->output_shape_len == nsp + 2)
+			out_shape_off = 2;
+		else if (st->output_shape_len != nsp)
+			return FAIL(k, ES_ESHAPE,
+				    "attribute output_shape has %d values, expected %d (spatial dims of X)",
+				    st->output_shape_len, nsp);
+	}
+
+	for (int d = 0; d < nsp; d++) {
+		const int64_t in = x->dims[2 + d];
+		const int64_t kd = w->dims[2 + d];
+		const int64_t s = st->strides[d], dil = st->dilations[d];
+		int64_t ext, t, out, pb, pe, full = 0;
+
+		g->in[d] = in;
+		g->kernel[d] = kd;
+		g->stride[d] = s;
+		g->dilation[d] = dil;
+		if (kd < 1)
+			return FAIL(k, ES_ESHAPE, "input W has kernel size %lld on spatial axis %d, expected >= 1",
+				    (long long)kd, d);
+		if (st->has_kernel_shape && st->kernel_shape[d] != kd)
+			return FAIL(k, ES_ESHAPE,
+				    "attribute kernel_shape[%d] is %lld but input W has %lld there",
+				    d, (long long)st->kernel_shape[d], (long long)kd);
+		if (__builtin_mul_overflow(kd - 1, dil, &ext) || __builtin_add_overflow(ext, 1, &ext))
+			return FAIL(k, ES_ERANGE, "kernel extent on axis %d overflows", d);
+
+		if (!st->transpose) {
+			switch (st->auto_pad) {
+			case AUTO_PAD_NOTSET:
+				pb = st->pads[d];
+				pe = st->pads[nsp + d];
+				break;
+			case AUTO_PAD_VALID:
+				pb = pe = 0;
+				break;
+			default: /* SAME_*: out = ceil(in / s) */
+				out = in / s + (in % s != 0);
+				if (__builtin_mul_overflow(out > 0 ? out - 1 : 0, s, &t) ||
+				    __builtin_add_overflow(t, ext, &t))
+					return FAIL(k, ES_ERANGE, "padding on axis %d overflows", d);
+				t -= in;
+				if (t < 0)
+					t = 0;
+				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
+					pb = t / 2;
+					pe = t - pb;
+				} else {
+					pe = t / 2;
+					pb = t - pe;
+				}
+				break;
+			}
+			if (__builtin_add_overflow(in, pb, &t) || __builtin_add_overflow(t, pe, &t))
+				return FAIL(k, ES_ERANGE, "padded size on axis %d overflows", d);
+			t -= ext;
+			if (t < 0)
+				return FAIL(k, ES_ESHAPE,
+					    "output size on spatial axis %d would be <= 0: input %lld + pads %lld + %lld is smaller than the dilated kernel %lld",
+					    d, (long long)in, (long long)pb, (long long)pe, (long long)ext);
+			out = t / s + 1;
+		} else {
+			const int64_t opad = st->output_padding[d];
+			/* full = s*(in-1) + output_padding + ext */
+			if (in < 1)
+				return FAIL(k, ES_ESHAPE, "input X has size %lld on spatial axis %d, expected >= 1",
+					    (long long)in, d);
+			if (__builtin_mul_overflow(in - 1, s, &full) ||
+			    __builtin_add_overflow(full, opad, &full) ||
+			    __builtin_add_overflow(full, ext, &full))
+				return FAIL(k, ES_ERANGE, "output size on axis %d overflows", d);
+			if (st->has_output_shape) {
+				out = st->output_shape[out_shape_off + d];
+				t = full - out;
+				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
+					pb = floor_half(t);
+					pe = t - pb;
+				} else {
+					pe = floor_half(t);
+					pb = t - pe;
+				}
+			} else if (st->auto_pad == AUTO_PAD_SAME_UPPER ||
+				   st->auto_pad == AUTO_PAD_SAME_LOWER) {
+				/* pad so that out = in * s (never pad negatively) */
+				int64_t target;
+				if (__builtin_mul_overflow(in, s, &target))
+					return FAIL(k, ES_ERANGE, "output size on axis %d overflows", d);
+				t = full - target;
+				if (t < 0)
+					t = 0;
+				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
+					pb = t / 2;
+					pe = t - pb;
+				} else {
+					pe = t / 2;
+					pb = t - pe;
+				}
+				out = full - t;
+			} else {
+				if (st->auto_pad == AUTO_PAD_VALID) {
+					pb = pe = 0;
+				} else {
+					pb = st->pads[d];
+					pe = st->pads[nsp + d];
+				}
+				if (__builtin_add_overflow(pb, pe, &t))
+					return FAIL(k, ES_ERANGE, "pads on axis %d overflow", d);
+				out = full - t;
+			}
+			if (out < 1)
+				return FAIL(k, ES_ESHAPE,
+					    "output size on spatial axis %d would be %lld (<= 0): stride %lld * (input %lld - 1) + output_padding %lld + dilated kernel %lld - pads %lld - %lld",
+					    d, (long long)out, (long long)s, (long long)in,
+					    (long long)opad, (long long)ext, (long long)pb, (long long)pe);
+		}
+		g->out[d] = out;
+		g->pad_begin[d] = pb;
+		/* transposed: the end padding that yields `out` without
+		 * output_padding (negative when the output is extended) */
+		g->pad_end[d] = st->transpose ? full - st->output_padding[d] - pb - out : pe;
+	}
+	return 0;
+}
+
+/* float problem: oneDNN through the cache, else the reference. */
+static int conv_f32(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
+		    const float *x, const float *w, const float *b, float *y)
+{
+	struct conv_prim *e = NULL;
+	const float *wp = w;
+	void *scratch = NULL;
+	es_error why;
+
+	if (g->n > 0 && g->c > 0)
+		e = prim_get(st, g, b != NULL, w, k->threads);
+	if (!e || e->use_ref)
+		goto reference;
+	if (e->dc.pack_w) {
+		if (e->packed_w) {
+			wp = e->packed_w;
+		} else {
+			float *buf = es_kctx_scratch(k, e->dc.wei_bytes);
+			if (!buf)
+				goto reference;
+			es_dnnl_set_threads(k->threads);
+			if (es_dnnl_reorder(&e->dc.wei_user_md, w, &e->dc.wei_md, buf))
+				goto reference;
+			wp = buf;
+		}
+	}
+	if (e->dc.scratch_bytes) {
+		scratch = es_kctx_scratch(k, e->dc.scratch_bytes);
+		if (!scratch)
+			goto reference;
+	}
+	es_dnnl_set_threads(k->threads);
+	if (dnnl_conv_exec(&e->dc, x, wp, b, y, scratch, &why))
+		goto reference;
+	prim_put(e);
+	return 0;
+
+reference:
+	prim_put(e);
+	es_conv_ref_f32(g, x, w, b, y, k->threads);
+	return 0;
+}
+
+static void to_f32(const es_tensor *t, float *dst)
+{
+	const uint16_t *src = t->data;
+	int64_t n = es_tensor_numel(t);
+	if (t->dtype == ES_DT_FLOAT16)
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = es_half_to_float(src[i]);
+	else
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = es_bf16_to_float(src[i]);
+}
+
+static float *scratch_f32(es_kctx *k, int64_t n)
+{
+	size_t bytes;
+	if (n < 0 || es_mul_size((size_t)n, sizeof(float), &bytes))
+		return NULL;
+	return es_kctx_scratch(k, bytes ? bytes : sizeof(float));
+}
+
+static int conv_run(es_kctx *k)
+{
+	struct conv_state *st = k->state;
+	const es_tensor *x = es_kin(k, 0), *w = es_kin(k, 1), *b = es_kin(k, 2);
+	int64_t ydims[ES_MAX_DIMS];
+	es_conv_geom g;
+	int rc;
+
+	if (!x || !w)
+		return FAIL(k, ES_EINVAL, "inputs X and W are required");
+	if (x->dtype != ES_DT_FLOAT && x->dtype != ES_DT_DOUBLE &&
+	    x->dtype != ES_DT_FLOAT16 && x->dtype != ES_DT_BFLOAT16)
+		return FAIL(k, ES_ETYPE, "input X has type %s, expected float, double or float16",
+			    es_dtype_name(x->dtype));
+	if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
+		return FAIL(k, ES_ETYPE, "inputs W (%s) and B (%s) must have the type of X (%s)",
+			    es_dtype_name(w->dtype), b ? es_dtype_name(b->dtype) : "absent",
+			    es_dtype_name(x->dtype));
+	if ((rc = conv_geometry(k, st, x, w, b, &g)))
+		return rc;
+
+	ydims[0] = g.n;
+	ydims[1] = g.m;
+	for (int d = 0; d < g.nsp; d++)
+		ydims[2 + d] = g.out[d];
+	if ((rc = es_kctx_output(k, 0, x->dtype, x->ndim, ydims)))
+		return rc;
+	es_tensor *y = k->outputs[0];
+	int64_t ny = es_tensor_numel(y);
+	if (ny == 0)
+		return 0;
+
+	switch (x->dtype) {
+	case ES_DT_FLOAT:
+		return conv_f32(k, st, &g, x->data, w->data, b ? b->data : NULL, y->data);
+	case ES_DT_DOUBLE:
+		es_conv_ref_f64(&g, x->data, w->data, b ? b->data : NULL, y->data, k->threads);
+		return 0;
+	default: {
+		float *xf = scratch_f32(k, es_tensor_numel(x));
+		float *wf = st->w_f32;
+		float *bf = NULL;
+		float *yf = scratch_f32(k, ny);
+		if (!wf) {
+			wf = scratch_f32(k, es_tensor_numel(w));
+			if (wf)
+				to_f32(w, wf);
+		}
+		if (b && (bf = scratch_f32(k, g.m)))
+			to_f32(b, bf);
+		if (!xf || !wf || !yf || (b && !bf))
+			return FAIL(k, ES_ENOMEM, "out of scratch memory");
+		to_f32(x, xf);
+		if ((rc = conv_f32(k, st, &g, xf, wf, bf, yf)))
+			return rc;
+		uint16_t *yo = y->data;
+		if (y->dtype == ES_DT_FLOAT16)
+			for (int64_t i = 0; i < ny; i++)
+				yo[i] = es_float_to_half(yf[i]);
+		else
+			for (int64_t i = 0; i < ny; i++)
+				yo[i] = es_float_to_bf16(yf[i]);
+		return 0;
+	}
+	}
+}
+
+#define CONV_INPUTS (ES_T(ES_DT_FLOAT) | ES_T(ES_DT_DOUBLE) | ES_T(ES_DT_FLOAT16) | ES_T(ES_DT_BFLOAT16))
+
+static const es_op_def defs[] = {
+	{
+		.domain = "", .op_type = "Conv", .since = 1,
+		.min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
+		.types = CONV_INPUTS, .same_type_inputs = 0x6, .out_type = ES_OUT_SAME,
+		.init = conv_init, .fini = conv_fini, .run = conv_run,
+	},
+	{
+		.domain = "", .op_type = "ConvTranspose", .since = 1,
+		.min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
+		.types = CONV_INPUTS, .same_type_inputs = 0x6, .out_type = ES_OUT_SAME,
+		.init = convtr_init, .fini = conv_fini, .run = conv_run,
+	},
+};
+
+const es_op_table es_ops_conv = { defs, sizeof(defs) / sizeof(defs[0]) };

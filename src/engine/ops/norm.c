@@ -1,0 +1,852 @@
+/*
+ * Operator family: norm (BatchNormalization, InstanceNormalization,
+ * LayerNormalization, LpNormalization, MeanVarianceNormalization).
+ *
+ * Data of type float and double is normalised natively; float16 and
+ * bfloat16 through a float copy. Statistics accumulate in double and are
+ * two-pass (mean, then centred squares), so they do not cancel. Small
+ * per-channel parameters are read as double whatever their type. Every
+ * kernel allows x == y, so outputs may reuse the input's buffer.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/fp16.h"
+#include "engine/ops/families.h"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static const char *shape_str(char *buf, size_t len, const es_tensor *t)
+{
+	size_t pos = 0;
+	pos += (size_t)snprintf(buf, len, "[");
+	for (int d = 0; d < t->ndim && pos < len; d++)
+		pos += (size_t)snprintf(buf + pos, len - pos, "%s%" PRId64,
+					d ? "," : "", t->dims[d]);
+	if (pos < len)
+		snprintf(buf + pos, len - pos, "]");
+	return buf;
+}
+
+static bool is_float_type(es_dtype dt)
+{
+	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
+	       dt == ES_DT_BFLOAT16;
+}
+
+static void *scratch(es_kctx *k, int64_t n, size_t elem)
+{
+	size_t bytes;
+	if (n < 0 || es_mul_size((size_t)n, elem, &bytes)) {
+		es_kctx_fail(k, ES_ERANGE, "temporary of %" PRId64 " elements is too large", n);
+		return NULL;
+	}
+	void *p = es_kctx_scratch(k, bytes);
+	if (!p)
+		es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes of scratch", bytes);
+	return p;
+}
+
+static double load_elem(const es_tensor *t, int64_t i)
+{
+	switch (t->dtype) {
+	case ES_DT_FLOAT: return ((const float *)t->data)[i];
+	case ES_DT_DOUBLE: return ((const double *)t->data)[i];
+	case ES_DT_FLOAT16: return es_half_to_float(((const uint16_t *)t->data)[i]);
+	case ES_DT_BFLOAT16: return es_bf16_to_float(((const uint16_t *)t->data)[i]);
+	default: return 0;
+	}
+}
+
+static void store_elem(es_tensor *t, int64_t i, double v)
+{
+	switch (t->dtype) {
+	case ES_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
+	case ES_DT_DOUBLE: ((double *)t->data)[i] = v; break;
+	case ES_DT_FLOAT16: ((uint16_t *)t->data)[i] = es_float_to_half((float)v); break;
+	case ES_DT_BFLOAT16: ((uint16_t *)t->data)[i] = es_float_to_bf16((float)v); break;
+	default: break;
+	}
+}
+
+/* A parameter tensor (scale, bias, mean, var) as a double array. */
+static double *load_param(es_kctx *k, const es_tensor *t)
+{
+	int64_t n = es_tensor_numel(t);
+	double *p = scratch(k, n, sizeof(double));
+	if (p)
+		for (int64_t i = 0; i < n; i++)
+			p[i] = load_elem(t, i);
+	return p;
+}
+
+/*
+ * The data an op works on: X and Y themselves for float and double, one
+ * float copy (used for input and output) for float16/bfloat16. `wide` is
+ * true for double.
+ */
+typedef struct work {
+	void *x, *y;
+	bool wide;
+	es_tensor *Y; /* narrowed into by work_end when x is a copy */
+	float *copy;
+	int64_t n;
+} work;
+
+static int work_begin(es_kctx *k, const es_tensor *X, es_tensor *Y, work *w)
+{
+	w->n = es_tensor_numel(X);
+	w->Y = Y;
+	w->copy = NULL;
+	w->wide = X->dtype == ES_DT_DOUBLE;
+	if (X->dtype == ES_DT_FLOAT || X->dtype == ES_DT_DOUBLE) {
+		w->x = X->data;
+		w->y = Y->data;
+		return 0;
+	}
+	w->copy = scratch(k, w->n, sizeof(float));
+	if (!w->copy)
+		return k->err->code;
+	const uint16_t *h = X->data;
+	bool bf = X->dtype == ES_DT_BFLOAT16;
+	for (int64_t i = 0; i < w->n; i++)
+		w->copy[i] = bf ? es_bf16_to_float(h[i]) : es_half_to_float(h[i]);
+	w->x = w->y = w->copy;
+	return 0;
+}
+
+static void work_end(work *w)
+{
+	if (!w->copy)
+		return;
+	uint16_t *h = w->Y->data;
+	bool bf = w->Y->dtype == ES_DT_BFLOAT16;
+	for (int64_t i = 0; i < w->n; i++)
+		h[i] = bf ? es_float_to_bf16(w->copy[i]) : es_float_to_half(w->copy[i]);
+}
+
+/* Y with X's type and shape, sharing X's buffer when the executor can. */
+static int output_like(es_kctx *k, const es_tensor *X)
+{
+	bool inplace;
+	return es_kctx_output_inplace(k, 0, 0, X->dtype, X->ndim, X->dims, &inplace);
+}
+
+/* Whether optional output i is wired to a value. */
+static bool has_output(const es_node *n, int i)
+{
+	return i < n->n_outputs && n->outputs[i] >= 0;
+}
+
+static int check_epsilon(es_op_init_ctx *c, float eps)
+{
+	if (!(eps >= 0.0f) || isinf(eps))
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (%s): attribute 'epsilon' = %g must be finite and >= 0",
+			c->node->name, c->node->op_type, (double)eps);
+	return 0;
+}
+
+/*
+ * Kernels for one element type T. Rows are contiguous runs of `len`
+ * elements (a channel's spatial block, a LayerNorm row).
+ */
+#define DEFINE_NORM(T, SFX)                                                   \
+	static void row_stats_##SFX(const T *x, int64_t len, double *mean,    \
+				    double *var)                              \
+	{                                                                     \
+		double s = 0, ss = 0;                                         \
+		for (int64_t i = 0; i < len; i++)                             \
+			s += x[i];                                            \
+		double m = len ? s / (double)len : 0;                         \
+		for (int64_t i = 0; i < len; i++) {                           \
+			double d = x[i] - m;                                  \
+			ss += d * d;                                          \
+		}                                                             \
+		*mean = m;                                                    \
+		*var = len ? ss / (double)len : 0;                            \
+	}                                                                     \
+                                                                              \
+	/* y = x * a + b; a, b indexed by i when per_elem, else constant */  \
+	static void affine_##SFX(const T *x, T *y, int64_t len,               \
+				 const double *a, const double *b,            \
+				 bool per_elem)                               \
+	{                                                                     \
+		if (per_elem) {                                               \
+			for (int64_t i = 0; i < len; i++)                     \
+				y[i] = (T)(x[i] * a[i] + b[i]);               \
+		} else {                                                      \
+			double a0 = a[0], b0 = b[0];                          \
+			for (int64_t i = 0; i < len; i++)                     \
+				y[i] = (T)(x[i] * a0 + b0);                   \
+		}                                                             \
+	}                                                                     \
+                                                                              \
+	/* y = (x - mean) * inv * scale[i] + bias[i] over one row */          \
+	static void norm_row_##SFX(const T *x, T *y, int64_t len, double mean, \
+				   double inv, const double *scale,          \
+				   const double *bias)                        \
+	{                                                                     \
+		for (int64_t i = 0; i < len; i++)                             \
+			y[i] = (T)((x[i] - mean) * inv * scale[i] +           \
+				   (bias ? bias[i] : 0));                     \
+	}                                                                     \
+                                                                              \
+	/* Lp norm of the n elements x[0], x[inner], ... per column */        \
+	static void lp_##SFX(const T *x, T *y, int64_t outer, int64_t n,      \
+			     int64_t inner, int p, int threads)               \
+	{                                                                     \
+		bool par = threads > 1 && outer * n * inner > 16384;          \
+		_Pragma("omp parallel for num_threads(threads) if(par)")      \
+		for (int64_t col = 0; col < outer * inner; col++) {           \
+			int64_t o = col / inner, i = col % inner;             \
+			const T *xc = x + o * n * inner + i;                  \
+			T *yc = y + o * n * inner + i;                        \
+			double s = 0;                                         \
+			for (int64_t a = 0; a < n; a++) {                     \
+				double v = xc[a * inner];                     \
+				s += p == 1 ? fabs(v) : v * v;                \
+			}                                                     \
+			double norm = p == 1 ? s : sqrt(s);                   \
+			/* a zero vector stays zero (as onnxruntime) */       \
+			double inv = norm > 0 ? 1 / norm : 0;                 \
+			for (int64_t a = 0; a < n; a++)                       \
+				yc[a * inner] = (T)(xc[a * inner] * inv);     \
+		}                                                             \
+	}
+
+DEFINE_NORM(float, f32)
+DEFINE_NORM(double, f64)
+
+#define ROW_STATS(w, off, len, m, v)                                          \
+	((w)->wide ? row_stats_f64((const double *)(w)->x + (off), len, m, v) \
+		   : row_stats_f32((const float *)(w)->x + (off), len, m, v))
+#define AFFINE(w, off, len, a, b, pe)                                         \
+	((w)->wide ? affine_f64((const double *)(w)->x + (off),               \
+				(double *)(w)->y + (off), len, a, b, pe)      \
+		   : affine_f32((const float *)(w)->x + (off),                \
+				(float *)(w)->y + (off), len, a, b, pe))
+#define NORM_ROW(w, off, len, m, inv, sc, bi)                                 \
+	((w)->wide ? norm_row_f64((const double *)(w)->x + (off),             \
+				  (double *)(w)->y + (off), len, m, inv, sc, bi) \
+		   : norm_row_f32((const float *)(w)->x + (off),              \
+				  (float *)(w)->y + (off), len, m, inv, sc, bi))
+
+/* ---- BatchNormalization ------------------------------------------------ */
+
+typedef struct bn_state {
+	float epsilon, momentum;
+	bool spatial;  /* opset < 9: spatial=0 normalises per activation */
+	bool training; /* opset >= 14 training_mode=1 */
+} bn_state;
+
+static int bn_init(es_op_init_ctx *c, void **state)
+{
+	const es_node *n = c->node;
+	float eps, momentum;
+	int64_t spatial = 1, training = 0;
+	int rc;
+	if ((rc = es_node_attr_float(n, "epsilon", 1e-5f, &eps, c->err)) ||
+	    (rc = es_node_attr_float(n, "momentum", 0.9f, &momentum, c->err)) ||
+	    (rc = check_epsilon(c, eps)))
+		return rc;
+	if (n->opset < 9 &&
+	    (rc = es_node_attr_int(n, "spatial", 1, &spatial, c->err)))
+		return rc;
+	if (n->opset >= 14 &&
+	    (rc = es_node_attr_int(n, "training_mode", 0, &training, c->err)))
+		return rc;
+	/*
+	 * Before opset 14, training was implied by the extra outputs (mean,
+	 * var, saved_mean, saved_var) with semantics the spec never pinned
+	 * down. We run inference; extra outputs that nobody reads are filled
+	 * with the running statistics, ones that are read are refused.
+	 */
+	if (!training) {
+		for (int i = 1; i < n->n_outputs; i++) {
+			int v = n->outputs[i];
+			if (v < 0)
+				continue;
+			const es_value *val = &c->graph->values[v];
+			if (val->n_consumers > 0 || val->is_output)
+				return es_error_set(c->err,
+					n->opset >= 14 ? ES_EINVAL : ES_EUNSUPPORTED,
+					"node '%s' (BatchNormalization): output %d ('%s') is only defined in training mode, %s",
+					n->name, i, val->name,
+					n->opset >= 14 ? "and training_mode is 0"
+						       : "which is not supported before opset 14");
+		}
+	}
+	bn_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->epsilon = eps;
+	st->momentum = momentum;
+	st->spatial = spatial != 0;
+	st->training = training != 0;
+	*state = st;
+	return 0;
+}
+
+static int bn_run(es_kctx *k)
+{
+	const bn_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0);
+	static const char *const names[5] = { "X", "scale", "B", "mean", "var" };
+	const es_tensor *p[5];
+	char sx[96], sp[96];
+	int rc;
+
+	if (!is_float_type(X->dtype))
+		return es_kctx_fail(k, ES_ETYPE, "input X type %s is not supported",
+				    es_dtype_name(X->dtype));
+	if (X->ndim < 2)
+		return es_kctx_fail(k, ES_ESHAPE, "input X %s must have rank >= 2 (N, C, ...)",
+				    shape_str(sx, sizeof(sx), X));
+	int64_t N = X->dims[0], C = X->dims[1], S = 1;
+	for (int d = 2; d < X->ndim; d++)
+		S *= X->dims[d];
+	/* per channel, or per activation (C x D1 x ... Dn) when !spatial */
+	int64_t P = st->spatial ? C : C * S;
+	for (int i = 1; i < 5; i++) {
+		p[i] = es_kin(k, i);
+		if (!p[i])
+			return es_kctx_fail(k, ES_EINVAL, "input %s is missing", names[i]);
+		if (!is_float_type(p[i]->dtype))
+			return es_kctx_fail(k, ES_ETYPE, "input %s type %s is not supported",
+					    names[i], es_dtype_name(p[i]->dtype));
+		if (es_tensor_numel(p[i]) != P || (st->spatial && p[i]->ndim != 1))
+			return es_kctx_fail(k, ES_ESHAPE,
+				"input %s %s does not match X %s: expected %s%" PRId64 " values",
+				names[i], shape_str(sp, sizeof(sp), p[i]),
+				shape_str(sx, sizeof(sx), X),
+				st->spatial ? "one per channel, " : "one per activation, ", P);
+	}
+	if (st->training && !st->spatial)
+		return es_kctx_fail(k, ES_EUNSUPPORTED, "training mode with spatial=0");
+
+	if ((rc = output_like(k, X)))
+		return rc;
+	double *scale = load_param(k, p[1]), *bias = load_param(k, p[2]);
+	double *mean = load_param(k, p[3]), *var = load_param(k, p[4]);
+	double *a = scratch(k, 2 * P, sizeof(double));
+	if (!scale || !bias || !mean || !var || !a)
+		return k->err->code;
+	double *b = a + P;
+	work w;
+	if ((rc = work_begin(k, X, k->outputs[0], &w)))
+		return rc;
+
+	double *cur_mean = NULL, *cur_var = NULL;
+	if (st->training) {
+		cur_mean = scratch(k, 2 * C, sizeof(double));
+		if (!cur_mean)
+			return k->err->code;
+		cur_var = cur_mean + C;
+		int threads = k->threads;
+		#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
+		for (int64_t c = 0; c < C; c++) {
+			/* mean and population variance over N x S, two-pass */
+			double s = 0, ss = 0, m, v;
+			for (int64_t n = 0; n < N; n++) {
+				ROW_STATS(&w, (n * C + c) * S, S, &m, &v);
+				s += m * (double)S;
+			}
+			double cnt = (double)N * (double)S;
+			m = cnt > 0 ? s / cnt : 0;
+			for (int64_t n = 0; n < N; n++) {
+				double rm, rv;
+				ROW_STATS(&w, (n * C + c) * S, S, &rm, &rv);
+				/* combine row variances around the global mean */
+				ss += (rv + (rm - m) * (rm - m)) * (double)S;
+			}
+			cur_mean[c] = m;
+			cur_var[c] = cnt > 0 ? ss / cnt : 0;
+		}
+	}
+	for (int64_t i = 0; i < P; i++) {
+		double m = st->training ? cur_mean[i] : mean[i];
+		double v = st->training ? cur_var[i] : var[i];
+		a[i] = scale[i] / sqrt(v + st->epsilon);
+		b[i] = bias[i] - m * a[i];
+	}
+
+	int threads = k->threads;
+	bool per_elem = !st->spatial;
+	#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
+	for (int64_t nc = 0; nc < N * C; nc++) {
+		int64_t c = nc % C;
+		int64_t pi = per_elem ? c * S : c;
+		AFFINE(&w, nc * S, S, a + pi, b + pi, per_elem);
+	}
+	work_end(&w);
+
+	/* running_mean, running_var (and before 14: saved_mean, saved_var) */
+	for (int o = 1; o < k->n_outputs && o < 5; o++) {
+		if (!has_output(k->node, o))
+			continue;
+		const es_tensor *src = p[o == 1 || o == 3 ? 3 : 4];
+		if ((rc = es_kctx_output(k, o, src->dtype, src->ndim, src->dims)))
+			return rc;
+		es_tensor *out = k->outputs[o];
+		for (int64_t i = 0; i < P; i++) {
+			double run = o == 1 || o == 3 ? mean[i] : var[i];
+			if (st->training) {
+				double cur = o == 1 ? cur_mean[i] : cur_var[i];
+				run = run * st->momentum + cur * (1.0 - st->momentum);
+			}
+			store_elem(out, i, run);
+		}
+	}
+	return 0;
+}
+
+/* ---- InstanceNormalization --------------------------------------------- */
+
+typedef struct eps_state {
+	float epsilon;
+} eps_state;
+
+static int instnorm_init(es_op_init_ctx *c, void **state)
+{
+	float eps;
+	int rc;
+	if ((rc = es_node_attr_float(c->node, "epsilon", 1e-5f, &eps, c->err)) ||
+	    (rc = check_epsilon(c, eps)))
+		return rc;
+	eps_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->epsilon = eps;
+	*state = st;
+	return 0;
+}
+
+static int instnorm_run(es_kctx *k)
+{
+	const eps_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0), *sc = es_kin(k, 1), *bi = es_kin(k, 2);
+	char sx[96], sp[96];
+	int rc;
+
+	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
+	    !is_float_type(bi->dtype))
+		return es_kctx_fail(k, ES_ETYPE, "types %s, %s, %s are not supported",
+				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
+				    es_dtype_name(bi->dtype));
+	if (X->ndim < 2)
+		return es_kctx_fail(k, ES_ESHAPE, "input %s must have rank >= 2 (N, C, ...)",
+				    shape_str(sx, sizeof(sx), X));
+	int64_t N = X->dims[0], C = X->dims[1], S = 1;
+	for (int d = 2; d < X->ndim; d++)
+		S *= X->dims[d];
+	if (sc->ndim != 1 || sc->dims[0] != C || bi->ndim != 1 || bi->dims[0] != C)
+		return es_kctx_fail(k, ES_ESHAPE,
+			"scale %s and B %s must both be [%" PRId64 "] for input %s",
+			shape_str(sp, sizeof(sp), sc), shape_str(sx, sizeof(sx), bi),
+			C, shape_str(sx, sizeof(sx), X));
+	if ((rc = output_like(k, X)))
+		return rc;
+	double *scale = load_param(k, sc), *bias = load_param(k, bi);
+	if (!scale || !bias)
+		return k->err->code;
+	work w;
+	if ((rc = work_begin(k, X, k->outputs[0], &w)))
+		return rc;
+	int threads = k->threads;
+	#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
+	for (int64_t nc = 0; nc < N * C; nc++) {
+		int64_t c = nc % C;
+		double m, v;
+		ROW_STATS(&w, nc * S, S, &m, &v);
+		double a = scale[c] / sqrt(v + st->epsilon);
+		double b = bias[c] - m * a;
+		AFFINE(&w, nc * S, S, &a, &b, false);
+	}
+	work_end(&w);
+	return 0;
+}
+
+/* ---- LayerNormalization ------------------------------------------------ */
+
+typedef struct ln_state {
+	int64_t axis;
+	float epsilon;
+	es_dtype stash; /* type of Mean and InvStdDev */
+} ln_state;
+
+static int ln_init(es_op_init_ctx *c, void **state)
+{
+	const es_node *n = c->node;
+	int64_t axis, stash;
+	float eps;
+	int rc;
+	if ((rc = es_node_attr_int(n, "axis", -1, &axis, c->err)) ||
+	    (rc = es_node_attr_float(n, "epsilon", 1e-5f, &eps, c->err)) ||
+	    (rc = es_node_attr_int(n, "stash_type", ES_DT_FLOAT, &stash, c->err)) ||
+	    (rc = check_epsilon(c, eps)))
+		return rc;
+	if (axis < -ES_MAX_DIMS || axis > ES_MAX_DIMS)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (LayerNormalization): attribute 'axis' = %" PRId64 " is outside [-%d, %d]",
+			n->name, axis, ES_MAX_DIMS, ES_MAX_DIMS);
+	if (stash != ES_DT_FLOAT && stash != ES_DT_DOUBLE &&
+	    stash != ES_DT_FLOAT16 && stash != ES_DT_BFLOAT16)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (LayerNormalization): attribute 'stash_type' = %" PRId64 " is not a floating-point type",
+			n->name, stash);
+	ln_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->axis = axis;
+	st->epsilon = eps;
+	st->stash = (es_dtype)stash;
+	*state = st;
+	return 0;
+}
+
+/*
+ * Broadcasts parameter t (trailing-aligned, numpy rules, unidirectional)
+ * to the trailing dims X[start:], start <= axis chosen so t fits, and
+ * returns it as `*block_len` doubles: element e of X uses [e % block_len].
+ */
+static double *ln_param(es_kctx *k, const es_tensor *t, const es_tensor *X,
+			int64_t axis, const char *name, int64_t *block_len)
+{
+	char st_[96], sx[96];
+	int r = X->ndim;
+	if (t->ndim > r)
+		goto bad;
+	int start = r - t->ndim < axis ? r - t->ndim : (int)axis;
+	int64_t len = 1;
+	for (int d = start; d < r; d++) {
+		int td = d - (r - t->ndim);
+		if (td >= 0 && t->dims[td] != 1 && t->dims[td] != X->dims[d])
+			goto bad;
+		len *= X->dims[d];
+	}
+	double *out = scratch(k, len, sizeof(double));
+	if (!out)
+		return NULL;
+	/* walk the block with an odometer; source strides are 0 on
+	 * broadcast dims */
+	int64_t idx[ES_MAX_DIMS] = { 0 }, sstride[ES_MAX_DIMS] = { 0 };
+	int64_t acc = 1;
+	for (int d = r - 1; d >= start; d--) {
+		int td = d - (r - t->ndim);
+		if (td >= 0 && t->dims[td] != 1)
+			sstride[d] = acc;
+		if (td >= 0)
+			acc *= t->dims[td];
+	}
+	int64_t src = 0;
+	for (int64_t e = 0; e < len; e++) {
+		out[e] = load_elem(t, src);
+		for (int d = r - 1; d >= start; d--) {
+			src += sstride[d];
+			if (++idx[d] < X->dims[d])
+				break;
+			src -= sstride[d] * idx[d];
+			idx[d] = 0;
+		}
+	}
+	*block_len = len;
+	return out;
+bad:
+	es_kctx_fail(k, ES_ESHAPE, "input %s %s cannot be broadcast to X %s normalised from axis %" PRId64,
+		     name, shape_str(st_, sizeof(st_), t), shape_str(sx, sizeof(sx), X), axis);
+	return NULL;
+}
+
+static int ln_run(es_kctx *k)
+{
+	const ln_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0), *sc = es_kin(k, 1), *bi = es_kin(k, 2);
+	char sx[96];
+	int rc;
+
+	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
+	    (bi && !is_float_type(bi->dtype)))
+		return es_kctx_fail(k, ES_ETYPE, "types X %s, Scale %s, B %s are not supported",
+				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
+				    bi ? es_dtype_name(bi->dtype) : "absent");
+	int r = X->ndim;
+	int64_t axis = st->axis;
+	if (axis < -r || axis > r)
+		return es_kctx_fail(k, ES_EINVAL,
+			"attribute 'axis' = %" PRId64 " is outside [%d, %d] for X %s",
+			axis, -r, r, shape_str(sx, sizeof(sx), X));
+	if (axis < 0)
+		axis += r;
+	int64_t outer = 1, D = 1;
+	for (int d = 0; d < r; d++) {
+		if (d < axis)
+			outer *= X->dims[d];
+		else
+			D *= X->dims[d];
+	}
+	int64_t sdims[ES_MAX_DIMS];
+	for (int d = 0; d < r; d++)
+		sdims[d] = d < axis ? X->dims[d] : 1;
+
+	int64_t slen, blen = 1;
+	double *scale = ln_param(k, sc, X, axis, "Scale", &slen);
+	double *bias = bi ? ln_param(k, bi, X, axis, "B", &blen) : NULL;
+	if (!scale || (bi && !bias))
+		return k->err->code;
+	if ((rc = output_like(k, X)))
+		return rc;
+	/* Mean and InvStdDev in the stash type; scratch when the node does
+	 * not list them */
+	es_tensor stats[2];
+	for (int i = 1; i <= 2; i++) {
+		if (i < k->n_outputs) {
+			if ((rc = es_kctx_output(k, i, st->stash, r, sdims)))
+				return rc;
+			stats[i - 1] = *k->outputs[i];
+		} else {
+			stats[i - 1] = (es_tensor){ .dtype = st->stash };
+			stats[i - 1].data = scratch(k, outer, es_dtype_size(st->stash));
+			if (!stats[i - 1].data)
+				return k->err->code;
+		}
+	}
+	es_tensor *Y = k->outputs[0], *Mean = &stats[0], *Inv = &stats[1];
+	work w;
+	if ((rc = work_begin(k, X, Y, &w)))
+		return rc;
+	int threads = k->threads;
+	#pragma omp parallel for num_threads(threads) if(threads > 1 && outer * D > 16384)
+	for (int64_t o = 0; o < outer; o++) {
+		double m, v;
+		ROW_STATS(&w, o * D, D, &m, &v);
+		double inv = 1.0 / sqrt(v + st->epsilon);
+		/* rows start at a multiple of D inside the parameter blocks */
+		const double *s_row = scale + (o * D) % slen;
+		const double *b_row = bias ? bias + (o * D) % blen : NULL;
+		NORM_ROW(&w, o * D, D, m, inv, s_row, b_row);
+		store_elem(Mean, o, m);
+		store_elem(Inv, o, inv);
+	}
+	work_end(&w);
+	return 0;
+}
+
+/* ---- LpNormalization --------------------------------------------------- */
+
+typedef struct lp_state {
+	int64_t axis;
+	int p;
+} lp_state;
+
+static int lp_init(es_op_init_ctx *c, void **state)
+{
+	const es_node *n = c->node;
+	int64_t axis, p;
+	int rc;
+	if ((rc = es_node_attr_int(n, "axis", -1, &axis, c->err)) ||
+	    (rc = es_node_attr_int(n, "p", 2, &p, c->err)))
+		return rc;
+	if (p != 1 && p != 2)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (LpNormalization): attribute 'p' = %" PRId64 " must be 1 or 2",
+			n->name, p);
+	if (axis < -ES_MAX_DIMS || axis >= ES_MAX_DIMS)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (LpNormalization): attribute 'axis' = %" PRId64 " is out of range",
+			n->name, axis);
+	lp_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->axis = axis;
+	st->p = (int)p;
+	*state = st;
+	return 0;
+}
+
+static int lp_run(es_kctx *k)
+{
+	const lp_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0);
+	char sx[96];
+	int rc;
+	if (!is_float_type(X->dtype))
+		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
+				    es_dtype_name(X->dtype));
+	int r = X->ndim;
+	int64_t axis = st->axis;
+	if (axis < -r || axis >= r)
+		return es_kctx_fail(k, ES_EINVAL,
+			"attribute 'axis' = %" PRId64 " is outside [%d, %d] for input %s",
+			axis, -r, r - 1, shape_str(sx, sizeof(sx), X));
+	if (axis < 0)
+		axis += r;
+	int64_t outer = 1, n = X->dims[axis], inner = 1;
+	for (int d = 0; d < r; d++) {
+		if (d < axis)
+			outer *= X->dims[d];
+		else if (d > axis)
+			inner *= X->dims[d];
+	}
+	if ((rc = output_like(k, X)))
+		return rc;
+	work w;
+	if ((rc = work_begin(k, X, k->outputs[0], &w)))
+		return rc;
+	if (w.wide)
+		lp_f64(w.x, w.y, outer, n, inner, st->p, k->threads);
+	else
+		lp_f32(w.x, w.y, outer, n, inner, st->p, k->threads);
+	work_end(&w);
+	return 0;
+}
+
+/* ---- MeanVarianceNormalization ----------------------------------------- */
+
+typedef struct mvn_state {
+	size_t n_axes;
+	int64_t axes[ES_MAX_DIMS];
+} mvn_state;
+
+static int mvn_init(es_op_init_ctx *c, void **state)
+{
+	const int64_t *axes;
+	size_t n_axes;
+	static const int64_t def_axes[] = { 0, 2, 3 };
+	int rc = es_node_attr_ints(c->node, "axes", &axes, &n_axes, c->err);
+	if (rc)
+		return rc;
+	if (!es_node_attr(c->node, "axes")) {
+		axes = def_axes;
+		n_axes = 3;
+	}
+	if (n_axes > ES_MAX_DIMS)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (MeanVarianceNormalization): %zu axes, at most %d",
+			c->node->name, n_axes, ES_MAX_DIMS);
+	mvn_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->n_axes = n_axes;
+	memcpy(st->axes, axes, n_axes * sizeof(int64_t));
+	*state = st;
+	return 0;
+}
+
+/*
+ * Y = (X - mean) / (sqrt(var) + 1e-9) with statistics over `axes`, as the
+ * ONNX function body defines it. Each group (one index of the kept dims)
+ * has its own mean and variance.
+ */
+static int mvn_run(es_kctx *k)
+{
+	const mvn_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0);
+	char sx[96];
+	int rc;
+	if (!is_float_type(X->dtype))
+		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
+				    es_dtype_name(X->dtype));
+	int r = X->ndim;
+	bool reduce[ES_MAX_DIMS] = { false };
+	for (size_t i = 0; i < st->n_axes; i++) {
+		int64_t a = st->axes[i];
+		if (a < -r || a >= r)
+			return es_kctx_fail(k, ES_EINVAL,
+				"axis %" PRId64 " of attribute 'axes' is outside [%d, %d] for input %s",
+				a, -r, r - 1, shape_str(sx, sizeof(sx), X));
+		reduce[a < 0 ? a + r : a] = true;
+	}
+	/* group strides: dense over the kept dims, 0 on reduced dims */
+	int64_t gstride[ES_MAX_DIMS], groups = 1;
+	for (int d = r - 1; d >= 0; d--) {
+		gstride[d] = reduce[d] ? 0 : groups;
+		if (!reduce[d])
+			groups *= X->dims[d];
+	}
+	int64_t total = es_tensor_numel(X);
+	if ((rc = output_like(k, X)))
+		return rc;
+	double *mean = scratch(k, 3 * groups, sizeof(double));
+	if (!mean)
+		return k->err->code;
+	double *m2 = mean + groups, *cnt = m2 + groups;
+	for (int64_t g = 0; g < 3 * groups; g++)
+		mean[g] = 0;
+	work w;
+	if ((rc = work_begin(k, X, k->outputs[0], &w)))
+		return rc;
+
+	/* three passes over X in order, tracking each element's group */
+	for (int pass = 0; pass < 3; pass++) {
+		int64_t idx[ES_MAX_DIMS] = { 0 }, g = 0;
+		for (int64_t e = 0; e < total; e++) {
+			double x = w.wide ? ((const double *)w.x)[e]
+					  : ((const float *)w.x)[e];
+			if (pass == 0) {
+				mean[g] += x;
+				cnt[g] += 1;
+			} else if (pass == 1) {
+				double d = x - mean[g];
+				m2[g] += d * d;
+			} else {
+				double y = (x - mean[g]) * m2[g];
+				if (w.wide)
+					((double *)w.y)[e] = y;
+				else
+					((float *)w.y)[e] = (float)y;
+			}
+			for (int d = r - 1; d >= 0; d--) {
+				g += gstride[d];
+				if (++idx[d] < X->dims[d])
+					break;
+				g -= gstride[d] * idx[d];
+				idx[d] = 0;
+			}
+		}
+		for (int64_t gi = 0; gi < groups && pass < 2; gi++) {
+			if (pass == 0) {
+				mean[gi] = cnt[gi] > 0 ? mean[gi] / cnt[gi] : 0;
+			} else {
+				double var = cnt[gi] > 0 ? m2[gi] / cnt[gi] : 0;
+				/* m2 now holds the scale 1 / (std + eps) */
+				m2[gi] = 1.0 / (sqrt(var) + 1e-9);
+			}
+		}
+	}
+	work_end(&w);
+	return 0;
+}
+
+/* ---- table ------------------------------------------------------------- */
+
+#define NORM_T_OLD (ES_T(ES_DT_FLOAT16) | ES_T(ES_DT_FLOAT) | ES_T(ES_DT_DOUBLE))
+#define NORM_T_NEW (NORM_T_OLD | ES_T(ES_DT_BFLOAT16))
+
+#define ROW(op, since_, until_, min_in, max_in, max_out, types_, same_, init_, run_) \
+	{ .op_type = op, .since = since_, .until = until_,                \
+	  .min_inputs = min_in, .max_inputs = max_in, .min_outputs = 1,   \
+	  .max_outputs = max_out, .types = types_,                        \
+	  .same_type_inputs = same_, .out_type = ES_OUT_SAME,             \
+	  .init = init_, .fini = free, .run = run_ }
+
+static const es_op_def defs[] = {
+	/* 1, 6: is_test and spatial; 7: spatial; 9: per channel only;
+	 * 14: training_mode, 3 outputs; 15: scale/B and mean/var may have
+	 * their own types */
+	ROW("BatchNormalization", 1, 8, 5, 5, 5, NORM_T_OLD, 0x1f, bn_init, bn_run),
+	ROW("BatchNormalization", 9, 13, 5, 5, 5, NORM_T_OLD, 0x1f, bn_init, bn_run),
+	ROW("BatchNormalization", 14, 14, 5, 5, 3, NORM_T_NEW, 0x7, bn_init, bn_run),
+	ROW("BatchNormalization", 15, 0, 5, 5, 3, NORM_T_NEW, 0x1, bn_init, bn_run),
+	ROW("InstanceNormalization", 1, 0, 3, 3, 1, NORM_T_OLD, 0x7, instnorm_init, instnorm_run),
+	ROW("LayerNormalization", 17, 0, 2, 3, 3, NORM_T_NEW, 0x7, ln_init, ln_run),
+	ROW("LpNormalization", 1, 0, 1, 1, 1, NORM_T_OLD, 0x1, lp_init, lp_run),
+	ROW("MeanVarianceNormalization", 9, 12, 1, 1, 1, NORM_T_OLD, 0x1, mvn_init, mvn_run),
+	ROW("MeanVarianceNormalization", 13, 0, 1, 1, 1, NORM_T_NEW, 0x1, mvn_init, mvn_run),
+};
+
+const es_op_table es_ops_norm = { defs, sizeof(defs) / sizeof(defs[0]) };

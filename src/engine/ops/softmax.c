@@ -1,0 +1,267 @@
+/*
+ * Operator family: softmax (Softmax, LogSoftmax, Hardmax).
+ *
+ * Before opset 13 the input is coerced to 2-D [prod(d[:axis]),
+ * prod(d[axis:])] and the op runs over each row (default axis 1); from 13
+ * it runs along the one dimension `axis` (default -1). Both are the same
+ * loop over a view [outer, n, inner]: legacy is inner = 1.
+ *
+ * Softmax and LogSoftmax subtract the maximum first, so large inputs do not
+ * overflow. float and double are computed natively, float16 and bfloat16
+ * through float.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/fp16.h"
+#include "engine/ops/families.h"
+
+enum sm_mode { SM_SOFTMAX, SM_LOGSOFTMAX, SM_HARDMAX };
+
+/* Columns of a tile when the reduced axis is not the innermost one. */
+#define TILE 256
+
+typedef struct sm_state {
+	int64_t axis;
+	bool legacy; /* opset < 13: coerce to 2-D */
+} sm_state;
+
+/*
+ * The kernels for one element type. A view is [outer, n, inner]; every
+ * (outer, inner) column of n elements is reduced independently. Reading x
+ * and writing y at the same index is safe (x == y allowed).
+ */
+#define DEFINE_SOFTMAX(T, SFX, EXP, LOG)                                      \
+	static void row_##SFX(const T *x, T *y, int64_t n, enum sm_mode mode) \
+	{                                                                     \
+		T mx = x[0];                                                  \
+		int64_t arg = 0;                                              \
+		for (int64_t a = 1; a < n; a++) {                             \
+			if (x[a] > mx) {                                      \
+				mx = x[a];                                    \
+				arg = a;                                      \
+			}                                                     \
+		}                                                             \
+		if (mode == SM_HARDMAX) {                                     \
+			for (int64_t a = 0; a < n; a++)                       \
+				y[a] = a == arg ? 1 : 0;                      \
+			return;                                               \
+		}                                                             \
+		T sum = 0;                                                    \
+		if (mode == SM_SOFTMAX) {                                     \
+			for (int64_t a = 0; a < n; a++) {                     \
+				y[a] = EXP(x[a] - mx);                        \
+				sum += y[a];                                  \
+			}                                                     \
+			T inv = 1 / sum;                                      \
+			for (int64_t a = 0; a < n; a++)                       \
+				y[a] *= inv;                                  \
+		} else {                                                      \
+			for (int64_t a = 0; a < n; a++)                       \
+				sum += EXP(x[a] - mx);                        \
+			T lse = mx + LOG(sum);                                \
+			for (int64_t a = 0; a < n; a++)                       \
+				y[a] = x[a] - lse;                            \
+		}                                                             \
+	}                                                                     \
+                                                                              \
+	/* w columns starting at x, n rows apart by `inner`. */               \
+	static void tile_##SFX(const T *x, T *y, int64_t n, int64_t inner,    \
+			       int w, enum sm_mode mode)                      \
+	{                                                                     \
+		T mx[TILE], acc[TILE];                                        \
+		int64_t arg[TILE];                                            \
+		for (int i = 0; i < w; i++) {                                 \
+			mx[i] = x[i];                                         \
+			arg[i] = 0;                                           \
+		}                                                             \
+		for (int64_t a = 1; a < n; a++) {                             \
+			const T *xr = x + a * inner;                          \
+			for (int i = 0; i < w; i++) {                         \
+				if (xr[i] > mx[i]) {                          \
+					mx[i] = xr[i];                        \
+					arg[i] = a;                           \
+				}                                             \
+			}                                                     \
+		}                                                             \
+		if (mode == SM_HARDMAX) {                                     \
+			for (int64_t a = 0; a < n; a++)                       \
+				for (int i = 0; i < w; i++)                   \
+					y[a * inner + i] = arg[i] == a ? 1 : 0; \
+			return;                                               \
+		}                                                             \
+		for (int i = 0; i < w; i++)                                   \
+			acc[i] = 0;                                           \
+		for (int64_t a = 0; a < n; a++) {                             \
+			const T *xr = x + a * inner;                          \
+			T *yr = y + a * inner;                                \
+			for (int i = 0; i < w; i++) {                         \
+				T e = EXP(xr[i] - mx[i]);                     \
+				acc[i] += e;                                  \
+				if (mode == SM_SOFTMAX)                       \
+					yr[i] = e;                            \
+			}                                                     \
+		}                                                             \
+		for (int i = 0; i < w; i++)                                   \
+			acc[i] = mode == SM_SOFTMAX ? 1 / acc[i]              \
+						    : mx[i] + LOG(acc[i]);    \
+		for (int64_t a = 0; a < n; a++) {                             \
+			const T *xr = x + a * inner;                          \
+			T *yr = y + a * inner;                                \
+			for (int i = 0; i < w; i++)                           \
+				yr[i] = mode == SM_SOFTMAX ? yr[i] * acc[i]   \
+							   : xr[i] - acc[i];  \
+		}                                                             \
+	}                                                                     \
+                                                                              \
+	static void run_##SFX(const T *x, T *y, int64_t outer, int64_t n,     \
+			      int64_t inner, enum sm_mode mode, int threads)  \
+	{                                                                     \
+		bool par = threads > 1 && outer * n * inner > 16384;          \
+		if (inner == 1) {                                             \
+			_Pragma("omp parallel for num_threads(threads) if(par)") \
+			for (int64_t o = 0; o < outer; o++)                   \
+				row_##SFX(x + o * n, y + o * n, n, mode);     \
+			return;                                               \
+		}                                                             \
+		int64_t tiles = (inner + TILE - 1) / TILE;                    \
+		_Pragma("omp parallel for num_threads(threads) if(par)")      \
+		for (int64_t t = 0; t < outer * tiles; t++) {                 \
+			int64_t o = t / tiles, i0 = (t % tiles) * TILE;       \
+			int w = (int)(inner - i0 < TILE ? inner - i0 : TILE); \
+			int64_t off = o * n * inner + i0;                     \
+			tile_##SFX(x + off, y + off, n, inner, w, mode);      \
+		}                                                             \
+	}
+
+DEFINE_SOFTMAX(float, f32, expf, logf)
+DEFINE_SOFTMAX(double, f64, exp, log)
+
+static int sm_init(es_op_init_ctx *c, void **state)
+{
+	const es_node *n = c->node;
+	bool legacy = n->opset < 13;
+	int64_t axis;
+	int rc = es_node_attr_int(n, "axis", legacy ? 1 : -1, &axis, c->err);
+	if (rc)
+		return rc;
+	if (axis < -ES_MAX_DIMS || axis > ES_MAX_DIMS)
+		return es_error_set(c->err, ES_EINVAL,
+			"node '%s' (%s): attribute 'axis' = %" PRId64 " is outside [-%d, %d]",
+			n->name, n->op_type, axis, ES_MAX_DIMS, ES_MAX_DIMS);
+	sm_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+	st->axis = axis;
+	st->legacy = legacy;
+	*state = st;
+	return 0;
+}
+
+static int sm_run(es_kctx *k, enum sm_mode mode)
+{
+	const sm_state *st = k->state;
+	const es_tensor *X = es_kin(k, 0);
+	es_dtype dt = X->dtype;
+	int r = X->ndim;
+
+	if (dt != ES_DT_FLOAT && dt != ES_DT_DOUBLE && dt != ES_DT_FLOAT16 &&
+	    dt != ES_DT_BFLOAT16)
+		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
+				    es_dtype_name(dt));
+	/* A scalar is treated as one element along a 1-long axis. */
+	int r_eff = r > 0 ? r : 1;
+	int64_t axis = st->axis;
+	int64_t hi = st->legacy ? r_eff : r_eff - 1;
+	if (axis < -r_eff || axis > hi)
+		return es_kctx_fail(k, ES_EINVAL,
+			"attribute 'axis' = %" PRId64 " is outside [%d, %" PRId64 "] for an input of rank %d",
+			axis, -r_eff, hi, r);
+	if (axis < 0)
+		axis += r_eff;
+
+	int64_t outer = 1, n = 1, inner = 1;
+	for (int d = 0; d < r; d++) {
+		if (d < axis)
+			outer *= X->dims[d];
+		else if (d == axis || st->legacy)
+			n *= X->dims[d];
+		else
+			inner *= X->dims[d];
+	}
+
+	bool inplace;
+	int rc = es_kctx_output_inplace(k, 0, 0, dt, r, X->dims, &inplace);
+	if (rc)
+		return rc;
+	es_tensor *Y = k->outputs[0];
+	if (outer == 0 || n == 0 || inner == 0)
+		return 0;
+
+	int64_t total = outer * n * inner;
+	switch (dt) {
+	case ES_DT_FLOAT:
+		run_f32(X->data, Y->data, outer, n, inner, mode, k->threads);
+		break;
+	case ES_DT_DOUBLE:
+		run_f64(X->data, Y->data, outer, n, inner, mode, k->threads);
+		break;
+	default: {
+		size_t bytes;
+		if (es_mul_size((size_t)total, sizeof(float), &bytes))
+			return es_kctx_fail(k, ES_ERANGE, "input is too large");
+		float *f = es_kctx_scratch(k, bytes);
+		if (!f)
+			return es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes of scratch", bytes);
+		const uint16_t *h = X->data;
+		uint16_t *o = Y->data;
+		bool bf = dt == ES_DT_BFLOAT16;
+		for (int64_t i = 0; i < total; i++)
+			f[i] = bf ? es_bf16_to_float(h[i]) : es_half_to_float(h[i]);
+		run_f32(f, f, outer, n, inner, mode, k->threads);
+		for (int64_t i = 0; i < total; i++)
+			o[i] = bf ? es_float_to_bf16(f[i]) : es_float_to_half(f[i]);
+		break;
+	}
+	}
+	return 0;
+}
+
+static int softmax_run(es_kctx *k)
+{
+	return sm_run(k, SM_SOFTMAX);
+}
+
+static int logsoftmax_run(es_kctx *k)
+{
+	return sm_run(k, SM_LOGSOFTMAX);
+}
+
+static int hardmax_run(es_kctx *k)
+{
+	return sm_run(k, SM_HARDMAX);
+}
+
+#define SM_T_OLD (ES_T(ES_DT_FLOAT16) | ES_T(ES_DT_FLOAT) | ES_T(ES_DT_DOUBLE))
+#define SM_T_13 (SM_T_OLD | ES_T(ES_DT_BFLOAT16))
+
+#define SM_ROW(op, since_, until_, types_, run_)                          \
+	{ .op_type = op, .since = since_, .until = until_,                \
+	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1,             \
+	  .max_outputs = 1, .types = types_, .out_type = ES_OUT_SAME,     \
+	  .init = sm_init, .fini = free, .run = run_ }
+
+static const es_op_def defs[] = {
+	/* 1 and 11 differ only in the documented axis range */
+	SM_ROW("Softmax", 1, 12, SM_T_OLD, softmax_run),
+	SM_ROW("Softmax", 13, 0, SM_T_13, softmax_run),
+	SM_ROW("LogSoftmax", 1, 12, SM_T_OLD, logsoftmax_run),
+	SM_ROW("LogSoftmax", 13, 0, SM_T_13, logsoftmax_run),
+	SM_ROW("Hardmax", 1, 12, SM_T_OLD, hardmax_run),
+	SM_ROW("Hardmax", 13, 0, SM_T_13, hardmax_run),
+};
+
+const es_op_table es_ops_softmax = { defs, sizeof(defs) / sizeof(defs[0]) };

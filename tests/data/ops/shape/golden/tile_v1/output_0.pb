@@ -1,0 +1,1 @@
+	By0JH:BY?[bn?Jqฟ:BY?[bn?Jqฟ:BY?[bn?JqฟAþ ฟLวั?ฎDฟAþ ฟLวั?ฎDฟAþ ฟLวั?ฎDฟ
