@@ -6,9 +6,12 @@
 #include <stdint.h>
 
 #define ES_ALIGN 64
+#define ES_HUGE_PAGE ((size_t)2 << 20)
+#define ES_HUGE_THRESHOLD ((size_t)4 << 20)
 
-/* 64-byte aligned allocation; free with es_aligned_free. size 0 returns a
- * valid minimal block. */
+/* 64-byte aligned allocation (2 MiB aligned and backed by huge pages when
+ * large); free with es_aligned_free (or free). size 0 returns a valid
+ * minimal block. */
 void *es_aligned_alloc(size_t size);
 void *es_aligned_calloc(size_t size);
 void es_aligned_free(void *p);

@@ -383,15 +383,15 @@ fail:
 int es_model_load(const char *path, const es_model_options *opts,
 		  es_model **out, es_error *err)
 {
-	uint8_t *buf;
+	void *map;
 	size_t len;
-	int rc = es_onnx_read_file(path, &buf, &len, err);
+	int rc = es_onnx_map_file(path, &map, &len, err);
 	if (rc)
 		return rc;
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", path);
-	rc = es_model_load_buffer(buf, len, dirname(dir), opts, out, err);
-	free(buf);
+	rc = es_model_load_buffer(map, len, dirname(dir), opts, out, err);
+	es_onnx_unmap_file(map, len);
 	return rc;
 }
 

@@ -315,7 +315,7 @@ static int convert_node(loader *L, const Onnx__NodeProto *np, int index)
 	return 0;
 }
 
-static int load_model(loader *L, const Onnx__ModelProto *mp)
+static int load_model(loader *L, Onnx__ModelProto *mp)
 {
 	es_graph *g = L->g;
 	int rc;
@@ -326,7 +326,7 @@ static int load_model(loader *L, const Onnx__ModelProto *mp)
 		return es_error_set(L->err, ES_EUNSUPPORTED,
 			"model IR version %lld is newer than supported (%d)",
 			(long long)mp->ir_version, ES_MAX_IR_VERSION);
-	const Onnx__GraphProto *gp = mp->graph;
+	Onnx__GraphProto *gp = mp->graph;
 	if (gp->n_sparse_initializer)
 		return es_error_set(L->err, ES_EUNSUPPORTED,
 			"sparse initializers are not supported");
@@ -359,7 +359,7 @@ static int load_model(loader *L, const Onnx__ModelProto *mp)
 		return ES_ENOMEM;
 
 	for (size_t i = 0; i < gp->n_initializer; i++) {
-		const Onnx__TensorProto *tp = gp->initializer[i];
+		Onnx__TensorProto *tp = gp->initializer[i];
 		if (!tp->name || !*tp->name)
 			return es_error_set(L->err, ES_EPARSE, "initializer %zu has no name", i);
 		if (map_get(&L->names, tp->name) >= 0)
@@ -454,7 +454,7 @@ static int load_model(loader *L, const Onnx__ModelProto *mp)
 int es_onnx_load_graph(const void *buf, size_t len, const char *base_dir,
 		       es_graph **out, es_error *err)
 {
-	Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
+	Onnx__ModelProto *mp = onnx__model_proto__unpack(&es_onnx_pb_allocator, len, buf);
 	if (!mp)
 		return es_error_set(err, ES_EPARSE,
 			"not a valid ONNX model (protobuf decoding failed)");
@@ -464,7 +464,7 @@ int es_onnx_load_graph(const void *buf, size_t len, const char *base_dir,
 	if (rc == ES_ENOMEM && err && err->code != ES_ENOMEM)
 		es_error_set(err, ES_ENOMEM, "out of memory loading the model");
 	map_free(&L.names);
-	onnx__model_proto__free_unpacked(mp, NULL);
+	onnx__model_proto__free_unpacked(mp, &es_onnx_pb_allocator);
 	if (rc) {
 		es_graph_free(L.g);
 		return rc;

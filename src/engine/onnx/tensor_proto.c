@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,53 @@ int es_onnx_read_file(const char *path, uint8_t **buf, size_t *len,
 	*len = size;
 	return 0;
 }
+
+int es_onnx_map_file(const char *path, void **map, size_t *len, es_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return es_error_set(err, ES_EIO, "cannot open '%s': %s", path,
+				    strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return es_error_set(err, ES_EIO, "'%s' is not a regular file", path);
+	}
+	*len = (size_t)st.st_size;
+	if (*len == 0) {
+		close(fd);
+		*map = NULL;
+		return 0;
+	}
+	void *p = mmap(NULL, *len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return es_error_set(err, ES_EIO, "cannot map '%s': %s", path, strerror(errno));
+	*map = p;
+	return 0;
+}
+
+void es_onnx_unmap_file(void *map, size_t len)
+{
+	if (map)
+		munmap(map, len);
+}
+
+/* protobuf-c allocator: big blocks (weights in raw_data) come 2 MiB aligned
+ * on huge pages, so the tensor can adopt them without another copy. */
+static void *pb_alloc(void *data, size_t size)
+{
+	(void)data;
+	return size >= ES_HUGE_THRESHOLD ? es_aligned_alloc(size) : malloc(size);
+}
+
+static void pb_free(void *data, void *p)
+{
+	(void)data;
+	free(p);
+}
+
+ProtobufCAllocator es_onnx_pb_allocator = { pb_alloc, pb_free, NULL };
 
 /* Which typed field of TensorProto holds a dtype's values. */
 enum field { F_NONE, F_FLOAT, F_INT32, F_INT64, F_DOUBLE, F_UINT64 };
@@ -196,13 +244,13 @@ static int load_external(const Onnx__TensorProto *tp, const char *base_dir,
 	return 0;
 }
 
-int es_onnx_tensor_from_proto(const Onnx__TensorProto *tp, const char *base_dir,
+int es_onnx_tensor_from_proto(Onnx__TensorProto *tp, const char *base_dir,
 			      es_tensor *t, es_error *err)
 {
 	const char *tname = tp->name && *tp->name ? tp->name : "(unnamed)";
 	es_dtype dt = (es_dtype)(tp->has_data_type ? tp->data_type : 0);
 	size_t esz = es_dtype_size(dt);
-	int rc;
+	int rc = 0;
 
 	memset(t, 0, sizeof(*t));
 	if (!esz)
@@ -221,12 +269,29 @@ int es_onnx_tensor_from_proto(const Onnx__TensorProto *tp, const char *base_dir,
 		return es_error_set(err, ES_ERANGE,
 			"tensor '%s': dimensions are negative or their product overflows",
 			tname);
-	rc = es_tensor_alloc(t, dt, (int)tp->n_dims, tp->dims, err);
-	if (rc)
-		return es_error_prefix(err, "tensor '%s'", tname);
+	t->dtype = dt;
+	t->ndim = (int)tp->n_dims;
+	for (size_t d = 0; d < tp->n_dims; d++)
+		t->dims[d] = tp->dims[d];
+	t->nbytes = (size_t)numel * esz;
+	bool external = tp->has_data_location &&
+		tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+	if (!external && tp->has_raw_data && tp->raw_data.len == t->nbytes &&
+	    t->nbytes >= ES_HUGE_THRESHOLD &&
+	    ((uintptr_t)tp->raw_data.data % ES_ALIGN) == 0) {
+		/* adopt the decoder's buffer (see pb_alloc) */
+		t->data = tp->raw_data.data;
+		tp->raw_data.data = NULL;
+		tp->raw_data.len = 0;
+		return 0;
+	}
+	/* every byte is written below: no need to zero */
+	t->data = es_aligned_alloc(t->nbytes);
+	if (!t->data)
+		return es_error_set(err, ES_ENOMEM,
+			"tensor '%s': cannot allocate %zu bytes", tname, t->nbytes);
 
-	if (tp->has_data_location &&
-	    tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+	if (external) {
 		rc = load_external(tp, base_dir, t, tname, err);
 		goto done;
 	}
@@ -286,7 +351,7 @@ done:
 int es_tensor_parse_pb(const void *buf, size_t len, es_tensor *t,
 		       char **name_out, es_error *err)
 {
-	Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, len, buf);
+	Onnx__TensorProto *tp = onnx__tensor_proto__unpack(&es_onnx_pb_allocator, len, buf);
 	if (!tp)
 		return es_error_set(err, ES_EPARSE, "not a valid ONNX TensorProto");
 	int rc = es_onnx_tensor_from_proto(tp, NULL, t, err);
@@ -297,7 +362,7 @@ int es_tensor_parse_pb(const void *buf, size_t len, es_tensor *t,
 			rc = es_error_set(err, ES_ENOMEM, "out of memory");
 		}
 	}
-	onnx__tensor_proto__free_unpacked(tp, NULL);
+	onnx__tensor_proto__free_unpacked(tp, &es_onnx_pb_allocator);
 	return rc;
 }
 
