@@ -404,6 +404,44 @@ static void test_convtranspose_dynamic_shapes_threads(void **state)
 	run_dyn("convtr_dyn.onnx", true);
 }
 
+/* conv_packed.onnx: constant W (1,1,3), strides 2, pads [2,0]. For L = 1
+ * oneDNN (brgconv, AVX-512) wants W blocked, so the entry packs it once;
+ * other lengths take the plain-layout gemm path. Shapes alternate so
+ * cached entries are reused, and every result is checked. */
+static void test_conv_packed_const_weights(void **state)
+{
+	(void)state;
+	es_model *m = load("conv_packed.onnx");
+	es_session *s = NULL;
+	es_error err = { 0 };
+	es_session_options so = { .threads = 2 };
+	const float w[3] = { formula(0, 8), formula(1, 8), formula(2, 8) };
+	const float b[1] = { formula(0, 4) };
+	static const int64_t lens[] = { 1, 1, 3, 1, 9, 1, 3 };
+
+	assert_int_equal(es_session_create(m, &so, &s, &err), 0);
+	for (size_t it = 0; it < sizeof(lens) / sizeof(lens[0]); it++) {
+		float x[9], want[9];
+		int64_t xd[3] = { 1, 1, lens[it] };
+		for (int i = 0; i < lens[it]; i++)
+			x[i] = rnd_f();
+		es_conv_geom g = {
+			.nsp = 1, .n = 1, .c = 1, .m = 1, .group = 1,
+			.in = { lens[it] }, .kernel = { 3 }, .stride = { 2 },
+			.dilation = { 1 }, .pad_begin = { 2 }, .pad_end = { 0 },
+		};
+		g.out[0] = (lens[it] + 2 - 3) / 2 + 1;
+		es_conv_ref_f32(&g, x, w, b, want, 1);
+		es_tensor in = tensor_f32(3, xd, x), out;
+		if (es_session_run(s, &in, 1, &out, &err))
+			fail_msg("run %zu: %s", it, err.msg);
+		assert_int_equal(out.dims[2], g.out[0]);
+		check_close(out.data, want, g.out[0], 1e-6, 1e-5, "packed conv");
+	}
+	es_session_destroy(s);
+	es_model_release(m);
+}
+
 /* Runs a model with one session; outputs stay valid until *s is freed. */
 static int run_once(es_model *m, es_session **s, const es_tensor *in, size_t n_in,
 		    es_tensor *out, es_error *err)
@@ -709,6 +747,7 @@ int main(void)
 		cmocka_unit_test(test_dnnl_vs_ref_convtranspose),
 		cmocka_unit_test(test_conv_dynamic_shapes_threads),
 		cmocka_unit_test(test_convtranspose_dynamic_shapes_threads),
+		cmocka_unit_test(test_conv_packed_const_weights),
 		cmocka_unit_test(test_conv_float16),
 		cmocka_unit_test(test_conv_double),
 		cmocka_unit_test(test_conv_4d_reference),

@@ -412,8 +412,8 @@ static void test_int_wraps(void **state)
 static void test_float16_add(void **state)
 {
 	runner r;
-	uint16_t a[6], b[3];
-	float fa[6] = { 1.5f, -2.0f, 65504.0f, 0.1f, 1e-7f, -0.0f };
+	uint16_t a[6] = { 0 }, b[3] = { 0 };
+	float fa[6] = { 1.5f, -2.0f, 0.1f, 1e-7f, 65504.0f, -0.0f };
 	float fb[3] = { 2.25f, 65504.0f, 0.2f };
 	es_tensor in[2] = { TV(ES_DT_FLOAT16, a, 2, 3), TV(ES_DT_FLOAT16, b, 3) };
 	(void)state;
@@ -491,7 +491,7 @@ static void fill_exact(es_dtype dt, void *p, int n)
 		case ES_DT_FLOAT16: ((uint16_t *)p)[i] = es_float_to_half((float)v); break;
 		case ES_DT_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
 		case ES_DT_INT32: ((int32_t *)p)[i] = v * 1000003; break;
-		case ES_DT_INT64: ((int64_t *)p)[i] = (int64_t)v << 40; break;
+		case ES_DT_INT64: ((int64_t *)p)[i] = (int64_t)v * ((int64_t)1 << 40); break;
 		case ES_DT_UINT8: ((uint8_t *)p)[i] = (uint8_t)(v * 2); break;
 		case ES_DT_UINT16: ((uint16_t *)p)[i] = (uint16_t)(v * 600); break;
 		case ES_DT_BOOL: ((uint8_t *)p)[i] = (uint8_t)(v & 1); break;

@@ -1111,6 +1111,164 @@ static void test_instancenorm_lp_mvn(void **state)
 	free_all(in, 1);
 }
 
+/* ---- in place and hostile shapes ---------------------------------------- */
+
+/* Row-wise softmax over the last dim of a [rows, cols] double buffer. */
+static void softmax_rows(double *v, int64_t rows, int64_t cols)
+{
+	for (int64_t r = 0; r < rows; r++) {
+		double mx = -INFINITY, sum = 0;
+		for (int64_t j = 0; j < cols; j++)
+			mx = fmax(mx, v[r * cols + j]);
+		for (int64_t j = 0; j < cols; j++)
+			sum += exp(v[r * cols + j] - mx);
+		for (int64_t j = 0; j < cols; j++)
+			v[r * cols + j] = exp(v[r * cols + j] - mx) / sum;
+	}
+}
+
+/* Gemm whose C is an intermediate value (Y may overwrite it), and a chain
+ * Softmax -> LayerNormalization -> LogSoftmax where each output may reuse
+ * its input's buffer. */
+static void test_inplace_chains(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *model;
+		es_dtype dt;
+		double tol;
+	} g[] = {
+		{ "gemm_inplace_c_float", ES_DT_FLOAT, 1e-5 },
+		{ "gemm_inplace_c_float16", ES_DT_FLOAT16, 5e-3 },
+		{ "gemm_inplace_c_double", ES_DT_DOUBLE, 1e-12 },
+	};
+	for (size_t t = 0; t < 3; t++) {
+		const int64_t M = 9, N = 13, K = 7;
+		const int64_t da[] = { M, K }, db[] = { K, N }, dc[] = { M, N };
+		es_tensor in[3], out[1];
+		make(&in[0], g[t].dt, 2, da, 1.0);
+		make(&in[1], g[t].dt, 2, db, 1.0);
+		make(&in[2], g[t].dt, 2, dc, 2.0);
+		double *c = ref_alloc(M * N), *ref = ref_alloc(M * N);
+		for (int64_t i = 0; i < M * N; i++)
+			c[i] = get_d(&in[2], i);
+		softmax_rows(c, M, N);
+		for (int64_t i = 0; i < M; i++)
+			for (int64_t j = 0; j < N; j++) {
+				double acc = 0;
+				for (int64_t k = 0; k < K; k++)
+					acc += get_d(&in[0], i * K + k) * get_d(&in[1], k * N + j);
+				ref[i * N + j] = 0.5 * acc + 2.0 * c[i * N + j];
+			}
+		run_ok(g[t].model, in, 3, out, 1);
+		check_close(&out[0], ref, M * N, g[t].tol, g[t].tol, g[t].model);
+		free(c);
+		free(ref);
+		free_all(in, 3);
+		free_all(out, 1);
+	}
+
+	const int64_t dx[] = { 5, 11 }, ds[] = { 11 };
+	es_tensor in[2], out[1];
+	make(&in[0], ES_DT_FLOAT, 2, dx, 3.0);
+	make(&in[1], ES_DT_FLOAT, 1, ds, 1.0);
+	double v[55];
+	for (int i = 0; i < 55; i++)
+		v[i] = get_d(&in[0], i);
+	softmax_rows(v, 5, 11);
+	for (int r = 0; r < 5; r++) {
+		double m = 0, var = 0;
+		for (int j = 0; j < 11; j++)
+			m += v[r * 11 + j] / 11;
+		for (int j = 0; j < 11; j++)
+			var += pow(v[r * 11 + j] - m, 2) / 11;
+		for (int j = 0; j < 11; j++)
+			v[r * 11 + j] = (v[r * 11 + j] - m) / sqrt(var + 1e-5) *
+					get_d(&in[1], j);
+	}
+	for (int j = 0; j < 11; j++) { /* LogSoftmax along axis 0 */
+		double mx = -INFINITY, sum = 0;
+		for (int r = 0; r < 5; r++)
+			mx = fmax(mx, v[r * 11 + j]);
+		for (int r = 0; r < 5; r++)
+			sum += exp(v[r * 11 + j] - mx);
+		for (int r = 0; r < 5; r++)
+			v[r * 11 + j] -= mx + log(sum);
+	}
+	run_ok("softmax_layernorm_logsoftmax", in, 2, out, 1);
+	check_close(&out[0], v, 55, 1e-4, 1e-4, "softmax_layernorm_logsoftmax");
+	free_all(in, 2);
+	free_all(out, 1);
+}
+
+/* Empty tensors work; empty tensors whose other dims multiply past int64
+ * are refused instead of overflowing. */
+static void test_empty_and_huge_dims(void **state)
+{
+	(void)state;
+	es_tensor in[2], out[1];
+	const int64_t big = (int64_t)1 << 40;
+	const int64_t ha[] = { 0, big, big }, hb[] = { 0, big, 3 };
+	make(&in[0], ES_DT_FLOAT, 3, ha, 1);
+	make(&in[1], ES_DT_FLOAT, 3, hb, 1);
+	run_fail("matmul_float", in, 2, ES_ERANGE, "too many", NULL);
+	free_all(in, 2);
+
+	/* empty matrices whose broadcast batch count overflows */
+	const int64_t b33 = (int64_t)1 << 33;
+	const int64_t wa[] = { b33, 1, 0, 1 }, wb[] = { 1, b33, 1, 0 };
+	make(&in[0], ES_DT_FLOAT, 4, wa, 1);
+	make(&in[1], ES_DT_FLOAT, 4, wb, 1);
+	run_fail("matmul_float", in, 2, ES_ERANGE, "batch", NULL);
+	free_all(in, 2);
+
+	const int64_t hx[] = { 0, (int64_t)1 << 62, 4 };
+	make(&in[0], ES_DT_FLOAT, 3, hx, 1);
+	run_fail("softmax_v13_axis1", in, 1, ES_ERANGE, NULL);
+	run_fail("lpnorm_p1_axis1", in, 1, ES_ERANGE, NULL);
+	run_fail("mvn_axes_1_2", in, 1, ES_ERANGE, NULL);
+	free_all(in, 1);
+
+	const int64_t ex[] = { 3, 0, 4 };
+	make(&in[0], ES_DT_FLOAT, 3, ex, 1);
+	run_ok("softmax_v13_axis1", in, 1, out, 1);
+	assert_int_equal(es_tensor_numel(&out[0]), 0);
+	free_all(out, 1);
+	run_ok("mvn_axes_1_2", in, 1, out, 1);
+	assert_int_equal(out[0].dims[1], 0);
+	free_all(out, 1);
+	free_all(in, 1);
+
+	/* empty normalised block and empty channel axis */
+	const int64_t lx[] = { 2, 0, 3 }, lp[] = { 0, 3 }, c0[] = { 0 };
+	es_tensor p5[5], o3[3];
+	make(&p5[0], ES_DT_FLOAT, 3, lx, 1);
+	make(&p5[1], ES_DT_FLOAT, 2, lp, 1);
+	make(&p5[2], ES_DT_FLOAT, 2, lp, 1);
+	run_ok("layernorm_axis1", p5, 3, o3, 3);
+	assert_int_equal(es_tensor_numel(&o3[0]), 0);
+	assert_int_equal(es_tensor_numel(&o3[1]), 2);
+	free_all(o3, 3);
+	free_all(p5, 3);
+	make(&p5[0], ES_DT_DOUBLE, 3, lx, 1);
+	for (int i = 1; i < 5; i++)
+		make(&p5[i], ES_DT_DOUBLE, 1, c0, 1);
+	run_ok("batchnorm_v9_double", p5, 5, o3, 1);
+	assert_int_equal(es_tensor_numel(&o3[0]), 0);
+	free_all(o3, 1);
+	free_all(p5, 5);
+
+	const int64_t ea[] = { 4, 0, 5, 6 }, eb[] = { 6, 2 };
+	make(&in[0], ES_DT_DOUBLE, 4, ea, 1);
+	make(&in[1], ES_DT_DOUBLE, 2, eb, 1);
+	run_ok("matmul_double", in, 2, out, 1);
+	assert_int_equal(out[0].ndim, 4);
+	assert_int_equal(out[0].dims[1], 0);
+	assert_int_equal(out[0].dims[3], 2);
+	free_all(out, 1);
+	free_all(in, 2);
+}
+
 /* ---- steady state ------------------------------------------------------- */
 
 /* A second run of the same shapes allocates nothing. */
@@ -1298,6 +1456,8 @@ int main(void)
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_batchnorm),
 		cmocka_unit_test(test_instancenorm_lp_mvn),
+		cmocka_unit_test(test_inplace_chains),
+		cmocka_unit_test(test_empty_and_huge_dims),
 		cmocka_unit_test(test_no_alloc_in_steady_state),
 		cmocka_unit_test(test_node_cases),
 	};

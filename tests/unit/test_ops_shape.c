@@ -459,13 +459,15 @@ static void test_size_overflow(void **state)
 	expect_fail(&x, e, 2, ES_ERANGE, "Expand", NULL);
 	memcpy(e[1].data, I64S(-1, 2), 16);
 	expect_fail(&x, e, 2, ES_EINVAL, "Expand", "negative");
-	/* representable but absurd: must fail cleanly, never crash */
+#ifndef __SANITIZE_ADDRESS__ /* ASan aborts on such requests by default */
+	/* representable but absurd (2^58 bytes): fails cleanly, never crashes */
 	memcpy(e[1].data, I64S((int64_t)1 << 28, (int64_t)1 << 28), 16);
 	{
 		es_error err;
 		int rc = sess_run(&x, e, 2, out, &err);
 		assert_true(rc == ES_ENOMEM || rc == ES_ERANGE);
 	}
+#endif
 	memcpy(e[1].data, I64S(2, 3), 16);
 	expect_ok(&x, e, 2, out);
 	assert_int_equal(es_tensor_numel(&out[0]), 6);
@@ -765,15 +767,20 @@ static void test_random_transpose(void **state)
 	sess_close(&x);
 }
 
-/* CPython's slice index adjustment: an independent statement of the ONNX
- * Slice clamping rules. Returns the count. */
+/*
+ * CPython's slice index adjustment, as an independent statement of the
+ * Slice clamping rules, with the one place where the ONNX spec differs:
+ * for a negative step a start still negative after adding the length
+ * clamps to 0 (spec: "[0, dims-1] for negative stepping", as onnxruntime
+ * does), where Python uses -1 (an empty slice). Returns the count.
+ */
 static int64_t py_slice(int64_t len, int64_t start, int64_t stop, int64_t step,
 			int64_t *first)
 {
 	if (start < 0) {
 		start += len;
 		if (start < 0)
-			start = step < 0 ? -1 : 0;
+			start = step < 0 && len > 0 ? 0 : step < 0 ? -1 : 0;
 	} else if (start >= len) {
 		start = step < 0 ? len - 1 : len;
 	}

@@ -70,6 +70,17 @@ int es_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
 			     beta, C, ldc);
 }
 
+bool es_sgemm_spread_batches(int64_t M, int64_t N, int64_t K, int64_t batch,
+			     int threads)
+{
+	int64_t mn, macs;
+	if (threads <= 1 || batch <= 1)
+		return false;
+	if (__builtin_mul_overflow(M, N, &mn) || __builtin_mul_overflow(mn, K, &macs))
+		macs = INT64_MAX;
+	return batch >= threads || macs < SMALL_GEMM_MACS;
+}
+
 int es_sgemm_strided(bool transA, bool transB, int64_t M, int64_t N,
 		     int64_t K, float alpha, const float *A, int64_t lda,
 		     int64_t strideA, const float *B, int64_t ldb,
@@ -88,15 +99,11 @@ int es_sgemm_strided(bool transA, bool transB, int64_t M, int64_t N,
 				     ldb, beta, C, ldc);
 	}
 
-	/* M, N, K are sizes of real tensors here, so the product of any
-	 * two fits; saturate the third. */
-	int64_t macs;
-	if (__builtin_mul_overflow(M * N, K, &macs))
-		macs = INT64_MAX;
-	bool spread = threads > 1 && (batch >= threads || macs < SMALL_GEMM_MACS);
+	bool spread = es_sgemm_spread_batches(M, N, K, batch, threads);
+	int team = threads > 1 ? threads : 1;
 	int failed = 0;
 
-	#pragma omp parallel for num_threads(threads) if(spread) reduction(|:failed) schedule(static)
+	#pragma omp parallel for num_threads(team) if(spread) reduction(|:failed) schedule(static)
 	for (int64_t b = 0; b < batch; b++) {
 		if (sgemm_checked(transA, transB, M, N, K, alpha,
 				  A + b * strideA, lda, B + b * strideB, ldb,

@@ -40,4 +40,13 @@ int es_sgemm_strided(bool transA, bool transB, int64_t M, int64_t N,
 		     int64_t strideB, float beta, float *C, int64_t ldc,
 		     int64_t strideC, int64_t batch, int threads);
 
+/*
+ * Policy shared by batched callers: true when `batch` GEMMs of M x N x K
+ * should be spread over `threads` one matrix per thread (each then runs
+ * single-threaded inside the team) rather than run one after the other
+ * with oneDNN threading each.
+ */
+bool es_sgemm_spread_batches(int64_t M, int64_t N, int64_t K, int64_t batch,
+			     int threads);
+
 #endif

@@ -424,7 +424,7 @@ struct conv_state {
 	int nsp;          /* spatial rank the attributes fix; 0: none do */
 	int64_t group;
 	enum auto_pad auto_pad;
-	bool has_kernel_shape, has_pads, has_output_shape;
+	bool has_kernel_shape, has_output_shape;
 	int64_t kernel_shape[MAX_SP];
 	int64_t strides[MAX_SP];
 	int64_t dilations[MAX_SP];
@@ -438,7 +438,7 @@ struct conv_state {
 
 	pthread_mutex_t lock;
 	struct conv_prim *cache[CACHE_SLOTS];
-	uint64_t clock;
+	uint64_t clock; /* ticks per lookup, for LRU eviction */
 };
 
 static void prim_put(struct conv_prim *e)
@@ -522,12 +522,12 @@ static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
 static int attr_ints(const es_op_init_ctx *c, const char *name, int64_t *out,
 		     size_t max, int *count, bool *present)
 {
-	const int64_t *v;
-	size_t n;
+	const int64_t *v = NULL;
+	size_t n = 0;
 	int rc = es_node_attr_ints(c->node, name, &v, &n, c->err);
 	if (rc)
 		return rc;
-	*present = es_node_attr(c->node, name) != NULL;
+	*present = n > 0; /* an empty list means the default */
 	if (n > max)
 		return es_error_set(c->err, ES_EINVAL,
 				    "%s node '%s': attribute %s has %zu values, at most %zu supported",
@@ -644,7 +644,6 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 
 	if ((rc = attr_ints(c, "pads", st->pads, 2 * MAX_SP, &n, &present)))
 		goto out_fail;
-	st->has_pads = present;
 	if (present) {
 		if (n % 2) {
 			rc = es_error_set(c->err, ES_EINVAL,
@@ -758,11 +757,15 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 	if (!st->transpose) {
 		int64_t need;
 		g->m = w->dims[0];
-		if (__builtin_mul_overflow(w->dims[1], st->group, &need) || need != g->c)
+		if (__builtin_mul_overflow(w->dims[1], st->group, &need))
+			return FAIL(k, ES_ESHAPE,
+				    "input W has %lld channels per group (dim 1) and group is %lld: their product overflows (X has %lld channels)",
+				    (long long)w->dims[1], (long long)st->group, (long long)g->c);
+		if (need != g->c)
 			return FAIL(k, ES_ESHAPE,
 				    "input W has %lld channels per group (dim 1) and group is %lld, so X needs %lld channels, but X has %lld",
 				    (long long)w->dims[1], (long long)st->group,
-				    (long long)w->dims[1] * st->group, (long long)g->c);
+				    (long long)need, (long long)g->c);
 		if (g->m % st->group)
 			return FAIL(k, ES_ESHAPE,
 				    "input W has %lld output channels (dim 0), not a multiple of group %lld",

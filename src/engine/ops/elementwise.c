@@ -82,6 +82,12 @@ static void *state_alloc(es_op_init_ctx *c, size_t size)
 	return p;
 }
 
+/* dt can index the per-dtype tables */
+static bool dt_valid(es_dtype dt)
+{
+	return (unsigned)dt < ES_DT_COUNT;
+}
+
 static bool is_float_dtype(es_dtype dt)
 {
 	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE ||
@@ -887,12 +893,16 @@ static int bin_run(es_kctx *k)
 
 	if (!a || !b)
 		return es_kctx_fail(k, ES_EINVAL, "%s needs 2 inputs", desc->name);
-	fn = a->dtype < ES_DT_COUNT ? s->fns[a->dtype] : NULL;
+	if (!strcmp(desc->name, "Mod") && !s->fmod && is_float_dtype(a->dtype))
+		return es_kctx_fail(k, ES_EINVAL,
+			"Mod: attribute fmod must be 1 for floating-point input type %s",
+			es_dtype_name(a->dtype));
+	fn = dt_valid(a->dtype) ? s->fns[a->dtype] : NULL;
 	if (!fn)
 		return es_kctx_fail(k, ES_ETYPE, "%s: input 0 has unsupported type %s",
 				    desc->name, es_dtype_name(a->dtype));
 	if (a->dtype != b->dtype) {
-		if (!(desc->flags & BIN_MIXED_POW) || b->dtype >= ES_DT_COUNT ||
+		if (!(desc->flags & BIN_MIXED_POW) || !dt_valid(b->dtype) ||
 		    !desc->fns[b->dtype])
 			return es_kctx_fail(k, ES_ETYPE,
 				"%s: input 1 has type %s, expected %s (type of input 0)",
@@ -902,10 +912,6 @@ static int bin_run(es_kctx *k)
 		pctx.yt = b->dtype;
 		fn = pow_mixed;
 	}
-	if (!strcmp(desc->name, "Mod") && !s->fmod && is_float_dtype(a->dtype))
-		return es_kctx_fail(k, ES_EINVAL,
-			"Mod: attribute fmod must be 1 for floating-point input type %s",
-			es_dtype_name(a->dtype));
 	if ((desc->flags & BIN_INT_DIVISOR) && !is_float_dtype(b->dtype)) {
 		rc = check_int_divisor(k, b, es_tensor_numel(b));
 		if (rc)
@@ -1027,7 +1033,7 @@ static int var_run(es_kctx *k)
 				desc->name, i, es_dtype_name(t->dtype),
 				es_dtype_name(in0->dtype));
 	}
-	fn = in0->dtype < ES_DT_COUNT ? desc->fns[in0->dtype] : NULL;
+	fn = dt_valid(in0->dtype) ? desc->fns[in0->dtype] : NULL;
 	if (!fn)
 		return es_kctx_fail(k, ES_ETYPE, "%s: unsupported input type %s",
 				    desc->name, es_dtype_name(in0->dtype));
@@ -1334,13 +1340,22 @@ static const un_desc un_descs[] = {
 typedef struct un_state {
 	const un_desc *desc;
 	un_params p;
+	bool clip;
 	/* Clip opset < 11: float bounds from attributes */
 	bool clip_attrs;
 	bool attr_has_lo, attr_has_hi;
 	float attr_lo, attr_hi;
 } un_state;
 
-static int un_init_common(es_op_init_ctx *c, void **state, int variant)
+enum un_variant {
+	UN_PLAIN,
+	UN_SELU1,  /* Selu-1: the documented rounded defaults */
+	UN_CLIP1,  /* Clip-1: min/max attributes, absent means unbounded */
+	UN_CLIP6,  /* Clip-6: min/max attributes defaulting to -+FLT_MAX */
+};
+
+static int un_init_common(es_op_init_ctx *c, void **state,
+			  enum un_variant variant)
 {
 	const es_node *node = c->node;
 	const un_desc *desc = NULL;
@@ -1366,10 +1381,9 @@ static int un_init_common(es_op_init_ctx *c, void **state, int variant)
 		float def = desc->attrs[a].def;
 		if (!desc->attrs[a].name)
 			continue;
-		/* Selu-1 documented rounded defaults */
-		if (variant == 1 && a == 0)
+		if (variant == UN_SELU1 && a == 0)
 			def = 1.6732f;
-		if (variant == 1 && a == 2)
+		if (variant == UN_SELU1 && a == 2)
 			def = 1.0507f;
 		rc = es_node_attr_float(node, desc->attrs[a].name, def, dst[a], c->err);
 		if (rc)
@@ -1385,10 +1399,11 @@ static int un_init_common(es_op_init_ctx *c, void **state, int variant)
 		s->p.detect_neg = neg != 0;
 		s->p.detect_pos = pos != 0;
 	}
-	if (variant == 2 || variant == 3) { /* Clip-1 / Clip-6 attributes */
+	s->clip = !strcmp(desc->name, "Clip");
+	if (variant == UN_CLIP1 || variant == UN_CLIP6) {
 		s->clip_attrs = true;
-		s->attr_has_lo = variant == 3 || es_node_attr(node, "min");
-		s->attr_has_hi = variant == 3 || es_node_attr(node, "max");
+		s->attr_has_lo = variant == UN_CLIP6 || es_node_attr(node, "min");
+		s->attr_has_hi = variant == UN_CLIP6 || es_node_attr(node, "max");
 		rc = es_node_attr_float(node, "min", -FLT_MAX, &s->attr_lo, c->err);
 		if (!rc)
 			rc = es_node_attr_float(node, "max", FLT_MAX, &s->attr_hi, c->err);
@@ -1404,22 +1419,22 @@ out_free:
 
 static int un_init(es_op_init_ctx *c, void **state)
 {
-	return un_init_common(c, state, 0);
+	return un_init_common(c, state, UN_PLAIN);
 }
 
 static int selu1_init(es_op_init_ctx *c, void **state)
 {
-	return un_init_common(c, state, 1);
+	return un_init_common(c, state, UN_SELU1);
 }
 
 static int clip1_init(es_op_init_ctx *c, void **state)
 {
-	return un_init_common(c, state, 2);
+	return un_init_common(c, state, UN_CLIP1);
 }
 
 static int clip6_init(es_op_init_ctx *c, void **state)
 {
-	return un_init_common(c, state, 3);
+	return un_init_common(c, state, UN_CLIP6);
 }
 
 /* Clip-11+: min/max come from optional scalar inputs of the input's type. */
@@ -1475,11 +1490,11 @@ static int un_run(es_kctx *k)
 
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "%s needs an input", desc->name);
-	fn = x->dtype < ES_DT_COUNT ? desc->fns[x->dtype] : NULL;
+	fn = dt_valid(x->dtype) ? desc->fns[x->dtype] : NULL;
 	if (!fn)
 		return es_kctx_fail(k, ES_ETYPE, "%s: unsupported input type %s",
 				    desc->name, es_dtype_name(x->dtype));
-	if (desc->fns[ES_DT_FLOAT] == CLIP_f32) {
+	if (s->clip) {
 		clip = s->p;
 		rc = clip_bounds(k, s, x->dtype, &clip);
 		if (rc)
@@ -1671,7 +1686,7 @@ static int cast_to(es_kctx *k, es_dtype to)
 		return es_kctx_fail(k, ES_EUNSUPPORTED,
 				    "cast from %s to %s: string tensors are not supported",
 				    es_dtype_name(x->dtype), es_dtype_name(to));
-	fn = x->dtype < ES_DT_COUNT && to < ES_DT_COUNT ? cast_fns[x->dtype][to] : NULL;
+	fn = dt_valid(x->dtype) && dt_valid(to) ? cast_fns[x->dtype][to] : NULL;
 	if (!fn)
 		return es_kctx_fail(k, ES_EUNSUPPORTED, "cast from %s to %s is not supported",
 				    es_dtype_name(x->dtype), es_dtype_name(to));

@@ -31,6 +31,21 @@ static const char *shape_str(char *buf, size_t len, const es_tensor *t)
 	return buf;
 }
 
+/* True when the product of t's non-zero dims fits in int64_t, so every
+ * partial product of its dims does too (an empty tensor may carry huge
+ * dims next to its zero). */
+static bool dims_fit(const es_tensor *t)
+{
+	int64_t n = 1;
+	for (int d = 0; d < t->ndim; d++) {
+		if (t->dims[d] < 0)
+			return false;
+		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
+			return false;
+	}
+	return true;
+}
+
 static bool is_half(es_dtype dt)
 {
 	return dt == ES_DT_FLOAT16 || dt == ES_DT_BFLOAT16;
@@ -235,7 +250,7 @@ static int gemm_run(es_kctx *k)
 {
 	const gemm_state *st = k->state;
 	const es_tensor *A = es_kin(k, 0), *B = es_kin(k, 1), *C = es_kin(k, 2);
-	char sa[96], sb[96], sc[96];
+	char sa[192], sb[192], sc[192];
 	es_dtype dt = A->dtype;
 
 	if (B->dtype != dt || (C && C->dtype != dt))
@@ -351,11 +366,14 @@ typedef struct mm_shape {
 static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 		   mm_shape *s)
 {
-	char sa[96], sb[96];
+	char sa[192], sb[192];
 	int ra = A->ndim, rb = B->ndim;
 	if (ra < 1 || rb < 1)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"inputs must have rank >= 1, got A %s and B %s",
+			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B));
+	if (!dims_fit(A) || !dims_fit(B))
+		return es_kctx_fail(k, ES_ERANGE, "A %s or B %s has too many elements",
 			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B));
 	s->M = ra == 1 ? 1 : A->dims[ra - 2];
 	s->K = A->dims[ra - 1];
@@ -389,7 +407,12 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 		sb_acc *= db;
 		s->a_batch *= da;
 		s->b_batch *= db;
-		s->batch *= s->bdims[d];
+		/* A [2^33,1,..] x B [1,2^33,..] broadcasts past int64 */
+		if (__builtin_mul_overflow(s->batch, s->bdims[d], &s->batch))
+			return es_kctx_fail(k, ES_ERANGE,
+				"broadcast batch of A %s and B %s has too many matrices",
+				shape_str(sa, sizeof(sa), A),
+				shape_str(sb, sizeof(sb), B));
 	}
 	s->ndim = 0;
 	for (int d = 0; d < s->nb; d++)
@@ -434,7 +457,8 @@ static int mm_float(es_kctx *k, const mm_shape *s, const float *a,
 	/* general broadcast (e.g. [2,1,M,K] x [3,K,N]) */
 	int failed = 0;
 	int threads = k->threads;
-	#pragma omp parallel for num_threads(threads) if(threads > 1 && s->batch > 1) reduction(|:failed)
+	bool spread = es_sgemm_spread_batches(M, N, K, s->batch, threads);
+	#pragma omp parallel for num_threads(threads) if(spread) reduction(|:failed)
 	for (int64_t i = 0; i < s->batch; i++) {
 		int64_t oa, ob;
 		mm_offsets(s, i, &oa, &ob);
@@ -463,9 +487,9 @@ static int matmul_run(es_kctx *k)
 	if ((rc = es_kctx_output(k, 0, dt, s.ndim, s.dims)))
 		return rc;
 	es_tensor *Y = k->outputs[0];
-	int64_t mn = s.M * s.N;
-	if (mn == 0 || s.batch == 0)
+	if (es_tensor_numel(Y) == 0)
 		return 0;
+	int64_t mn = s.M * s.N; /* <= numel(Y) */
 
 	if (dt == ES_DT_FLOAT || is_half(dt)) {
 		const float *a = as_float(k, A), *b = as_float(k, B);

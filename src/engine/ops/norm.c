@@ -32,6 +32,21 @@ static const char *shape_str(char *buf, size_t len, const es_tensor *t)
 	return buf;
 }
 
+/* True when the product of t's non-zero dims fits in int64_t, so every
+ * partial product of its dims does too (an empty tensor may carry huge
+ * dims next to its zero). */
+static bool dims_fit(const es_tensor *t)
+{
+	int64_t n = 1;
+	for (int d = 0; d < t->ndim; d++) {
+		if (t->dims[d] < 0)
+			return false;
+		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
+			return false;
+	}
+	return true;
+}
+
 static bool is_float_type(es_dtype dt)
 {
 	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
@@ -298,12 +313,14 @@ static int bn_run(es_kctx *k)
 	const es_tensor *X = es_kin(k, 0);
 	static const char *const names[5] = { "X", "scale", "B", "mean", "var" };
 	const es_tensor *p[5];
-	char sx[96], sp[96];
+	char sx[192], sp[192];
 	int rc;
 
 	if (!is_float_type(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input X type %s is not supported",
 				    es_dtype_name(X->dtype));
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	if (X->ndim < 2)
 		return es_kctx_fail(k, ES_ESHAPE, "input X %s must have rank >= 2 (N, C, ...)",
 				    shape_str(sx, sizeof(sx), X));
@@ -319,7 +336,8 @@ static int bn_run(es_kctx *k)
 		if (!is_float_type(p[i]->dtype))
 			return es_kctx_fail(k, ES_ETYPE, "input %s type %s is not supported",
 					    names[i], es_dtype_name(p[i]->dtype));
-		if (es_tensor_numel(p[i]) != P || (st->spatial && p[i]->ndim != 1))
+		if (!dims_fit(p[i]) || es_tensor_numel(p[i]) != P ||
+		    (st->spatial && p[i]->ndim != 1))
 			return es_kctx_fail(k, ES_ESHAPE,
 				"input %s %s does not match X %s: expected %s%" PRId64 " values",
 				names[i], shape_str(sp, sizeof(sp), p[i]),
@@ -430,7 +448,7 @@ static int instnorm_run(es_kctx *k)
 {
 	const eps_state *st = k->state;
 	const es_tensor *X = es_kin(k, 0), *sc = es_kin(k, 1), *bi = es_kin(k, 2);
-	char sx[96], sp[96];
+	char sx[192], sp[192], sb[192];
 	int rc;
 
 	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
@@ -438,6 +456,8 @@ static int instnorm_run(es_kctx *k)
 		return es_kctx_fail(k, ES_ETYPE, "types %s, %s, %s are not supported",
 				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
 				    es_dtype_name(bi->dtype));
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	if (X->ndim < 2)
 		return es_kctx_fail(k, ES_ESHAPE, "input %s must have rank >= 2 (N, C, ...)",
 				    shape_str(sx, sizeof(sx), X));
@@ -447,7 +467,7 @@ static int instnorm_run(es_kctx *k)
 	if (sc->ndim != 1 || sc->dims[0] != C || bi->ndim != 1 || bi->dims[0] != C)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"scale %s and B %s must both be [%" PRId64 "] for input %s",
-			shape_str(sp, sizeof(sp), sc), shape_str(sx, sizeof(sx), bi),
+			shape_str(sp, sizeof(sp), sc), shape_str(sb, sizeof(sb), bi),
 			C, shape_str(sx, sizeof(sx), X));
 	if ((rc = output_like(k, X)))
 		return rc;
@@ -517,7 +537,7 @@ static int ln_init(es_op_init_ctx *c, void **state)
 static double *ln_param(es_kctx *k, const es_tensor *t, const es_tensor *X,
 			int64_t axis, const char *name, int64_t *block_len)
 {
-	char st_[96], sx[96];
+	char st_[192], sx[192];
 	int r = X->ndim;
 	if (t->ndim > r)
 		goto bad;
@@ -566,7 +586,7 @@ static int ln_run(es_kctx *k)
 {
 	const ln_state *st = k->state;
 	const es_tensor *X = es_kin(k, 0), *sc = es_kin(k, 1), *bi = es_kin(k, 2);
-	char sx[96];
+	char sx[192];
 	int rc;
 
 	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
@@ -574,6 +594,8 @@ static int ln_run(es_kctx *k)
 		return es_kctx_fail(k, ES_ETYPE, "types X %s, Scale %s, B %s are not supported",
 				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
 				    bi ? es_dtype_name(bi->dtype) : "absent");
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
 	int64_t axis = st->axis;
 	if (axis < -r || axis > r)
@@ -625,9 +647,10 @@ static int ln_run(es_kctx *k)
 		double m, v;
 		ROW_STATS(&w, o * D, D, &m, &v);
 		double inv = 1.0 / sqrt(v + st->epsilon);
-		/* rows start at a multiple of D inside the parameter blocks */
-		const double *s_row = scale + (o * D) % slen;
-		const double *b_row = bias ? bias + (o * D) % blen : NULL;
+		/* rows start at a multiple of D inside the parameter blocks
+		 * (both lengths are 0 only when D is) */
+		const double *s_row = D ? scale + (o * D) % slen : scale;
+		const double *b_row = bias && D ? bias + (o * D) % blen : bias;
 		NORM_ROW(&w, o * D, D, m, inv, s_row, b_row);
 		store_elem(Mean, o, m);
 		store_elem(Inv, o, inv);
@@ -672,11 +695,13 @@ static int lp_run(es_kctx *k)
 {
 	const lp_state *st = k->state;
 	const es_tensor *X = es_kin(k, 0);
-	char sx[96];
+	char sx[192];
 	int rc;
 	if (!is_float_type(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
 				    es_dtype_name(X->dtype));
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
 	int64_t axis = st->axis;
 	if (axis < -r || axis >= r)
@@ -746,11 +771,13 @@ static int mvn_run(es_kctx *k)
 {
 	const mvn_state *st = k->state;
 	const es_tensor *X = es_kin(k, 0);
-	char sx[96];
+	char sx[192];
 	int rc;
 	if (!is_float_type(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
 				    es_dtype_name(X->dtype));
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
 	bool reduce[ES_MAX_DIMS] = { false };
 	for (size_t i = 0; i < st->n_axes; i++) {
@@ -771,6 +798,8 @@ static int mvn_run(es_kctx *k)
 	int64_t total = es_tensor_numel(X);
 	if ((rc = output_like(k, X)))
 		return rc;
+	if (total == 0)
+		return 0;
 	double *mean = scratch(k, 3 * groups, sizeof(double));
 	if (!mean)
 		return k->err->code;

@@ -14,6 +14,10 @@
  *         es_kctx_output (or alias/in-place helpers), compute.
  *   fini  (optional): free the state.
  *
+ * The state belongs to the model, and every session of the model runs the
+ * same node concurrently: run() treats it as read-only, or guards what it
+ * caches (conv.c's per-shape primitive cache takes a lock).
+ *
  * Threading: kernels parallelise with OpenMP (the runtime oneDNN uses too),
  * e.g. `#pragma omp parallel for num_threads(k->threads) if(k->threads > 1)`.
  * The session sets the thread count; kernels never create threads.
@@ -62,11 +66,13 @@ static inline const es_tensor *es_kin(const es_kctx *k, int i)
 }
 
 /*
- * Gives output i its dtype, shape and a fresh buffer (64-byte aligned,
- * contents undefined) owned by the executor. Checks dims for negative
- * values and overflow (ES_ERANGE naming the node). Works for omitted
- * optional outputs too (the buffer is then scratch), so kernels can write
- * unconditionally. Returns 0 or a negative code with k->err filled.
+ * Gives output i (0 <= i < k->n_outputs) its dtype, shape and a fresh
+ * buffer (64-byte aligned, contents undefined) owned by the executor.
+ * Checks dims for negative values and overflow (ES_ERANGE naming the
+ * node). An output slot the node lists but leaves empty ("" in the model)
+ * gets a scratch buffer, so kernels can write it unconditionally; an index
+ * past the node's outputs is an error. Returns 0 or a negative code with
+ * k->err filled.
  */
 int es_kctx_output(es_kctx *k, int i, es_dtype dt, int ndim,
 		   const int64_t *dims);

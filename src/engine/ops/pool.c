@@ -172,10 +172,11 @@ static inline int64_t flat_index(const struct pool_geom *g, int64_t d,
 						    g->p == 1.0 ? acc :       \
 						    pow(acc, 1.0 / g->p));    \
 				} else {                                      \
-					int64_t cnt = g->count_include_pad ?  \
-						cd * ch * cw :                \
-						(d1 - d0) * (h1 - h0) * (w1 - w0); \
-					yp[o] = (T)(cnt > 0 ? acc / (double)cnt : 0.0); \
+					/* double: giant kernels cannot overflow */ \
+					double cnt = g->count_include_pad ?   \
+						(double)cd * ch * cw :        \
+						(double)(d1 - d0) * (h1 - h0) * (w1 - w0); \
+					yp[o] = (T)(cnt > 0 ? acc / cnt : 0.0); \
 				}                                             \
 				break;                                        \
 			}                                                     \
@@ -213,12 +214,12 @@ static void pool_f64(const struct pool_geom *g, const double *x, double *y,
 static int attr_ints(const es_op_init_ctx *c, const char *name, int64_t *out,
 		     int max, int *count, bool *present)
 {
-	const int64_t *v;
-	size_t n;
+	const int64_t *v = NULL;
+	size_t n = 0;
 	int rc = es_node_attr_ints(c->node, name, &v, &n, c->err);
 	if (rc)
 		return rc;
-	*present = es_node_attr(c->node, name) != NULL;
+	*present = n > 0; /* an empty list means the default */
 	if (n > (size_t)max)
 		return es_error_set(c->err, ES_EUNSUPPORTED,
 				    "%s node '%s': attribute %s has %zu values; pooling over more than %d spatial dims is not supported",

@@ -387,7 +387,9 @@ static void red_plan_make(struct red_plan *p, const int64_t *dims, int ndim,
 		p->rows *= p->size[g];
 }
 
-/* Applies columns [c0, c1) of one input row to the accumulators at out. */
+/* Folds n elements of one input row (at src) into the accumulators at out:
+ * all into acc[out] when the innermost group is reduced, else element-wise
+ * into acc[out .. out + n). */
 static void red_row(const struct red_job *j, const char *src, int64_t n,
 		    int64_t out, char *buf)
 {

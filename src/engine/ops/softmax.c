@@ -140,6 +140,21 @@ typedef struct sm_state {
 DEFINE_SOFTMAX(float, f32, expf, logf)
 DEFINE_SOFTMAX(double, f64, exp, log)
 
+/* True when the product of t's non-zero dims fits in int64_t, so every
+ * partial product of its dims does too (an empty tensor may carry huge
+ * dims next to its zero). */
+static bool dims_fit(const es_tensor *t)
+{
+	int64_t n = 1;
+	for (int d = 0; d < t->ndim; d++) {
+		if (t->dims[d] < 0)
+			return false;
+		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
+			return false;
+	}
+	return true;
+}
+
 static int sm_init(es_op_init_ctx *c, void **state)
 {
 	const es_node *n = c->node;
@@ -182,6 +197,8 @@ static int sm_run(es_kctx *k, enum sm_mode mode)
 			axis, -r_eff, hi, r);
 	if (axis < 0)
 		axis += r_eff;
+	if (!dims_fit(X))
+		return es_kctx_fail(k, ES_ERANGE, "input has too many elements");
 
 	int64_t outer = 1, n = 1, inner = 1;
 	for (int d = 0; d < r; d++) {

@@ -653,6 +653,8 @@ static int run_split(es_kctx *k)
 	const es_tensor *x = es_kin(k, 0);
 	const es_tensor *sp = es_kin(k, 1);
 	int nout = k->n_outputs;
+	if (sp && es_tensor_numel(sp) == 0)
+		sp = NULL; /* an empty split input means "not given" */
 	size_t esz;
 	int rc = elem_size(k, x, &esz);
 	if (rc)

@@ -71,6 +71,15 @@ save("conv_4d",
      [vi("X", F, [1, 2, 3, 4, 3, 3]), vi("W", F, [2, 2, 2, 2, 2, 2])],
      [vi("Y", F, None)])
 
+# constant W in a problem where oneDNN (brgconv on AVX-512) wants the
+# weights in a blocked layout: exercises the pack-once path
+w = formula(1 * 1 * 3, 8.0).reshape(1, 1, 3)
+b = formula(1, 4.0)
+save("conv_packed",
+     [helper.make_node("Conv", ["X", "W", "B"], ["Y"], strides=[2], pads=[2, 0])],
+     [vi("X", F, ["N", 1, "L"])], [vi("Y", F, None)],
+     [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+
 # ---- conv errors ----------------------------------------------------------
 save("conv_bad_channels", [helper.make_node("Conv", ["X", "W"], ["Y"], name="badch")],
      [vi("X", F, [1, 4, 5, 5]), vi("W", F, [2, 3, 3, 3])], [vi("Y", F, None)])

@@ -95,3 +95,30 @@ model("lpnorm_p3", "LpNormalization", ["X"], ["Y"], 1, attrs=dict(p=3))
 model("mvn_axes_1_2", "MeanVarianceNormalization", ["X"], ["Y"], 13,
       attrs=dict(axes=[1, 2]))
 model("mvn_default", "MeanVarianceNormalization", ["X"], ["Y"], 13)
+
+
+def chain(name, nodes, inputs, outputs, opset, elem="float"):
+    """A graph of several nodes: intermediate values let outputs reuse
+    their input's buffer (the in-place paths)."""
+    graph = helper.make_graph(
+        [helper.make_node(op, i, o, **a) for op, i, o, a in nodes], name,
+        [helper.make_tensor_value_info(n, T[elem], None) for n in inputs],
+        [helper.make_tensor_value_info(n, T[elem], None) for n in outputs])
+    m = helper.make_model(graph, producer_name="edgeserve-tests",
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    save(m, name + ".onnx")
+
+
+# C computed by a previous node: Gemm may write Y over it
+for t in ["float", "float16", "double"]:
+    chain("gemm_inplace_c_" + t,
+          [("Softmax", ["Cin"], ["C"], {}),
+           ("Gemm", ["A", "B", "C"], ["Y"], dict(alpha=0.5, beta=2.0))],
+          ["A", "B", "Cin"], ["Y"], 13, elem=t)
+# Softmax -> LayerNormalization -> LogSoftmax, each in place
+chain("softmax_layernorm_logsoftmax",
+      [("Softmax", ["X"], ["S1"], {}),
+       ("LayerNormalization", ["S1", "Scale"], ["L"], {}),
+       ("LogSoftmax", ["L"], ["Y"], dict(axis=0))],
+      ["X", "Scale"], ["Y"], 17)
