@@ -91,7 +91,9 @@ int es_kctx_output_inplace(es_kctx *k, int i, int in, es_dtype dt, int ndim,
 int es_kctx_output_alias(es_kctx *k, int i, int in, int ndim,
 			 const int64_t *dims);
 
-/* Temporary workspace valid until op->run returns (64-byte aligned). */
+/* Temporary workspace valid until op->run returns (64-byte aligned). A run
+ * may hold at most 16 scratch blocks; ask for one block and carve it up
+ * when more are needed. Returns NULL past that or when out of memory. */
 void *es_kctx_scratch(es_kctx *k, size_t bytes);
 
 /* Fails with ES_ETYPE / ES_ESHAPE and a message naming the node and input.
