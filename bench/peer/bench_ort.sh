@@ -25,7 +25,8 @@ while [ $# -gt 0 ]; do
 done
 models_dir=${MODELS_DIR:-$root/bench/models/out}
 [ -d "$here/node_modules/onnxruntime-node" ] || "$here/setup" >&2 || exit 2
-/usr/bin/python3 "$root/bench/models/generate.py" "$models_dir" >/dev/null || exit 2
+# shellcheck disable=SC2086
+/usr/bin/python3 "$root/bench/models/generate.py" "$models_dir" --only $models >/dev/null || exit 2
 
 # Iterations per model: enough for a stable p50 in a few seconds.
 iters_for() {

@@ -64,7 +64,8 @@ for m in $models; do
 done
 if [ $missing = 1 ]; then
     echo "compare_models: generating models into $models_dir" >&2
-    "$py" "$root/bench/models/generate.py" "$models_dir" >&2 ||
+    # shellcheck disable=SC2086
+    "$py" "$root/bench/models/generate.py" "$models_dir" --only $models >&2 ||
         { echo "compare_models: generate.py failed" >&2; exit 2; }
 fi
 
@@ -76,9 +77,9 @@ if [ $peer_only = 1 ]; then
 else
     cols=("model" "opset" "outputs" "max|es-ort|" "max|ort|" "ratio" "result" "ort~torch")
 fi
-fmt="%-13s %5s %7s %14s %11s %9s %-6s %9s\n"
 # shellcheck disable=SC2059
-printf "$fmt" "${cols[@]}"
+row() { printf "%-13s %5s %7s %14s %11s %9s %-6s %9s\n" "$@" | sed 's/ *$//'; }
+row "${cols[@]}"
 
 for m in $models; do
     in=$(input_name "$m")
@@ -128,8 +129,7 @@ for m in $models; do
             fi
         fi
         [ "$row_result" = PASS ] || failed=$((failed + 1))
-        # shellcheck disable=SC2059
-        printf "$fmt" "$m" "$o" "$outs" "$diff" "$ref" "$ratio" "$row_result" "$torch_ratio"
+        row "$m" "$o" "$outs" "$diff" "$ref" "$ratio" "$row_result" "$torch_ratio"
     done
 done
 
