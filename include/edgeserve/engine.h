@@ -36,6 +36,12 @@ enum {
 	ES_ENOTFOUND = -9,    /* unknown name */
 	ES_EGRAPH = -10,      /* invalid graph structure */
 	ES_EINTERNAL = -11,   /* a bug in edgeserve */
+	/* serving */
+	ES_EUNAVAILABLE = -12, /* model or version not ready */
+	ES_EBUSY = -13,        /* queue full */
+	ES_ETIMEDOUT = -14,    /* deadline passed */
+	ES_ECANCELED = -15,    /* shut down or cancelled */
+	ES_ETOOLARGE = -16,    /* over a configured limit */
 };
 
 #define ES_ERROR_MSG_MAX 512

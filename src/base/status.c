@@ -19,6 +19,11 @@ const char *es_strerror(int code)
 	case ES_ENOTFOUND: return "not found";
 	case ES_EGRAPH: return "invalid graph";
 	case ES_EINTERNAL: return "internal error";
+	case ES_EUNAVAILABLE: return "unavailable";
+	case ES_EBUSY: return "busy";
+	case ES_ETIMEDOUT: return "deadline exceeded";
+	case ES_ECANCELED: return "cancelled";
+	case ES_ETOOLARGE: return "too large";
 	default: return "unknown error";
 	}
 }

@@ -1,0 +1,218 @@
+/*
+ * The serving core: configuration, model repository with numbered versions,
+ * devices with bounded queues and stream workers, and the request that
+ * flows through them. It knows nothing about HTTP: src/api/ turns wire
+ * formats into es_request objects and back.
+ *
+ * Threads: the api layer calls es_server_* from network threads; device
+ * workers run requests and call es_request.complete on the worker thread.
+ * The version table is read without a lock on every request (an atomic
+ * pointer per model, swapped when versions change).
+ */
+#ifndef ES_SERVING_SERVING_H
+#define ES_SERVING_SERVING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgeserve/engine.h"
+#include "obs/metrics.h"
+
+/* ---- configuration ------------------------------------------------------- */
+
+typedef enum es_policy_kind {
+	ES_POLICY_LATEST = 0, /* the num_versions highest versions (default 1) */
+	ES_POLICY_SPECIFIC,   /* exactly the listed versions */
+	ES_POLICY_ALL,        /* every version on disk */
+} es_policy_kind;
+
+typedef struct es_version_policy {
+	es_policy_kind kind;
+	int num_versions;  /* LATEST */
+	int64_t *versions; /* SPECIFIC (owned) */
+	size_t n_versions;
+} es_version_policy;
+
+typedef struct es_device_config {
+	char *name;              /* "CPU" by default */
+	char *backend;           /* "cpu" (the engine) */
+	int streams;             /* concurrent executions; 1 = strictly sequential */
+	int threads_per_stream;  /* intra-op threads of each stream's sessions */
+	int max_queue_size;      /* bounded queue; a full queue rejects at once */
+} es_device_config;
+
+typedef struct es_model_config {
+	char *name;
+	char *base_path;     /* directory holding numeric version subdirectories */
+	es_version_policy policy;
+	char *target_device; /* device name; NULL = the first device */
+	int nireq;           /* OVMS compatibility: accepted, used as queue size
+			      * hint when the device sets none */
+} es_model_config;
+
+typedef struct es_server_config {
+	/* network */
+	char *rest_bind_address;  /* default "127.0.0.1" */
+	int rest_port;            /* default 8000; 0 = pick a free port */
+	int rest_workers;         /* network threads; 0 = one per core */
+	size_t max_request_bytes; /* default 64 MiB; larger bodies get 413 */
+	int max_connections;      /* default 1024 */
+	int connection_timeout_s; /* idle keep-alive / slow header timeout, default 60 */
+	/* behaviour */
+	int64_t default_timeout_ms; /* request deadline; default 30000 */
+	int exit_timeout_s;         /* graceful shutdown bound; default 30 */
+	bool metrics_enable;        /* default true */
+	char *log_level;            /* "INFO" */
+	/* what to serve */
+	es_device_config *devices; /* at least one after loading defaults */
+	size_t n_devices;
+	es_model_config *models;
+	size_t n_models;
+} es_server_config;
+
+/* Fills cfg with defaults (one CPU device, no models). */
+void es_config_defaults(es_server_config *cfg);
+/*
+ * Reads an OVMS-style config file:
+ *   {"model_config_list": [{"config": {"name": "m", "base_path": "dir",
+ *     "model_version_policy": {"latest": {"num_versions": 2}},
+ *     "target_device": "CPU", "nireq": 4}}],
+ *    "devices": [{"name": "NPU0", "backend": "cpu", "streams": 1,
+ *     "threads_per_stream": 1, "max_queue_size": 16}]}
+ * Relative base_paths are relative to the config file's directory. Unknown
+ * keys anywhere are an error naming the key and where it was found.
+ */
+int es_config_load_file(const char *path, es_server_config *cfg, es_error *err);
+/* Adds one model per subdirectory of dir (policy latest 1). */
+int es_config_scan_repository(const char *dir, es_server_config *cfg, es_error *err);
+/* Checks names (models [A-Za-z0-9_.-]+, unique), devices, policies. */
+int es_config_validate(const es_server_config *cfg, es_error *err);
+void es_config_free(es_server_config *cfg);
+
+/* ---- server, models, versions -------------------------------------------- */
+
+typedef enum es_version_state {
+	ES_VS_START = 0,
+	ES_VS_LOADING,
+	ES_VS_AVAILABLE,
+	ES_VS_UNLOADING,
+	ES_VS_END,
+	ES_VS_FAILED,
+} es_version_state;
+
+/* "START", "LOADING", "AVAILABLE", "UNLOADING", "END", "FAILED". */
+const char *es_version_state_name(es_version_state s);
+
+typedef struct es_server es_server;
+typedef struct es_servable es_servable; /* a model: name + versions */
+typedef struct es_version es_version;   /* one loaded version (refcounted) */
+
+typedef struct es_version_status {
+	int64_t version;
+	es_version_state state;
+	char reason[256]; /* FAILED: why; otherwise "" */
+} es_version_status;
+
+/*
+ * Creates devices and their workers, then loads every configured model's
+ * versions per policy (synchronously). A version that fails to load is
+ * FAILED with its reason; it does not stop the server. metrics may be NULL.
+ * The server keeps pointers into cfg: cfg must outlive it.
+ */
+int es_server_create(const es_server_config *cfg, es_metrics *metrics,
+		     es_server **out, es_error *err);
+/*
+ * Stops accepting requests (es_server_submit returns ES_ECANCELED), lets
+ * queued and running requests finish for at most timeout_ms, cancels what
+ * is left (completing them with ES_ECANCELED). Returns the number of
+ * requests cancelled.
+ */
+size_t es_server_drain(es_server *s, int64_t timeout_ms);
+void es_server_destroy(es_server *s);
+
+/* True when every model has at least one AVAILABLE version. */
+bool es_server_ready(es_server *s);
+
+size_t es_server_num_models(const es_server *s);
+es_servable *es_server_model_at(es_server *s, size_t i);
+es_servable *es_server_find_model(es_server *s, const char *name);
+const char *es_servable_name(const es_servable *m);
+const char *es_servable_device(const es_servable *m);
+/* Fills up to max entries (highest version first); returns the total. */
+size_t es_servable_status(es_servable *m, es_version_status *out, size_t max);
+/* Ready: the given version (0: the default one) is AVAILABLE. */
+bool es_servable_ready(es_servable *m, int64_t version);
+
+/*
+ * Takes a reference on a version for one request. version 0 means the
+ * default: the highest AVAILABLE version. Errors (with a message naming the
+ * model and version): ES_ENOTFOUND for a version the model does not have,
+ * ES_EUNAVAILABLE for one that exists but is not AVAILABLE.
+ */
+int es_servable_acquire(es_servable *m, int64_t version, es_version **out,
+			es_error *err);
+void es_version_retain(es_version *v);
+void es_version_release(es_version *v);
+int64_t es_version_number(const es_version *v);
+es_model *es_version_model(const es_version *v); /* engine model: inputs, outputs */
+const es_servable *es_version_servable(const es_version *v);
+
+/* ---- requests ------------------------------------------------------------ */
+
+typedef struct es_request es_request;
+
+/* Called exactly once per submitted request, on a device worker thread
+ * (or on the submitting thread if submission fails after acceptance is not
+ * possible: see es_server_submit). On success status == 0 and outputs are
+ * the model's outputs in model order, valid only during the call. Otherwise
+ * outputs is NULL, n_outputs 0 and r->err says why (ES_ETIMEDOUT when the
+ * deadline passed in the queue, ES_ECANCELED at shutdown, an engine error
+ * from the run). */
+typedef void (*es_request_complete_fn)(es_request *r, const es_tensor *outputs,
+				       size_t n_outputs);
+
+struct es_request {
+	/* set by the caller before es_server_submit */
+	es_version *version;      /* reference held by the caller */
+	const es_tensor *inputs;  /* model input order; data owned by the caller */
+	size_t n_inputs;
+	uint64_t deadline_ns;     /* absolute, es_now_ns() clock; 0 = none */
+	es_request_complete_fn complete;
+	void *user;
+	const char *id;           /* request id for logs (may be NULL) */
+	/* filled by the scheduler (es_now_ns clock) */
+	uint64_t t_enqueue_ns;
+	uint64_t t_start_ns;      /* device began this request (0 if never) */
+	uint64_t t_end_ns;
+	int stream;               /* which stream ran it */
+	const char *device;       /* device name */
+	int status;
+	es_error err;
+	/* scheduler private */
+	es_request *next;
+};
+
+/*
+ * Validates inputs against the version's model (count, dtype, shape) and
+ * queues the request on the version's device. Returns 0 when queued
+ * (complete will be called later), or an error without calling complete:
+ * ES_EINVAL/ES_ETYPE/ES_ESHAPE for bad inputs (message names the input,
+ * expected and actual), ES_EBUSY when the device queue is full,
+ * ES_ECANCELED while draining.
+ */
+int es_server_submit(es_server *s, es_request *r, es_error *err);
+
+/* Per-device facts for metadata and metrics. */
+typedef struct es_device_status {
+	const char *name;
+	const char *backend;
+	int streams;
+	int queue_size;     /* requests waiting now */
+	int max_queue_size;
+	int active;         /* requests running now */
+} es_device_status;
+
+size_t es_server_devices(es_server *s, es_device_status *out, size_t max);
+
+#endif
