@@ -20,20 +20,13 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/kernels/dnnl_util.h"
 #include "engine/ops/conv_ref.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 #define MAX_SP ES_CONV_MAX_SP
 #define CACHE_SLOTS 4
-
-enum auto_pad {
-	AUTO_PAD_NOTSET,
-	AUTO_PAD_SAME_UPPER,
-	AUTO_PAD_SAME_LOWER,
-	AUTO_PAD_VALID,
-};
 
 /* ---- reference implementation ------------------------------------------ */
 
@@ -423,7 +416,7 @@ struct conv_state {
 	bool transpose;
 	int nsp;          /* spatial rank the attributes fix; 0: none do */
 	int64_t group;
-	enum auto_pad auto_pad;
+	es_auto_pad auto_pad;
 	bool has_kernel_shape, has_output_shape;
 	int64_t kernel_shape[MAX_SP];
 	int64_t strides[MAX_SP];
@@ -551,39 +544,6 @@ static int agree_rank(const es_op_init_ctx *c, const char *name, int n,
 	return 0;
 }
 
-static int parse_auto_pad(const es_op_init_ctx *c, enum auto_pad *out)
-{
-	const char *s;
-	int rc = es_node_attr_string(c->node, "auto_pad", "NOTSET", &s, c->err);
-	if (rc)
-		return rc;
-	if (!strcmp(s, "NOTSET") || !strcmp(s, ""))
-		*out = AUTO_PAD_NOTSET;
-	else if (!strcmp(s, "SAME_UPPER"))
-		*out = AUTO_PAD_SAME_UPPER;
-	else if (!strcmp(s, "SAME_LOWER"))
-		*out = AUTO_PAD_SAME_LOWER;
-	else if (!strcmp(s, "VALID"))
-		*out = AUTO_PAD_VALID;
-	else
-		return es_error_set(c->err, ES_EINVAL,
-				    "%s node '%s': attribute auto_pad is '%.40s', expected NOTSET, SAME_UPPER, SAME_LOWER or VALID",
-				    c->node->op_type, c->node->name, s);
-	return 0;
-}
-
-static int check_positive(const es_op_init_ctx *c, const char *name,
-			  const int64_t *v, int n, int64_t min)
-{
-	for (int i = 0; i < n; i++)
-		if (v[i] < min)
-			return es_error_set(c->err, ES_EINVAL,
-					    "%s node '%s': attribute %s[%d] is %lld, must be >= %lld",
-					    c->node->op_type, c->node->name, name, i,
-					    (long long)v[i], (long long)min);
-	return 0;
-}
-
 static void conv_fini(void *state)
 {
 	struct conv_state *st = state;
@@ -598,13 +558,13 @@ static void conv_fini(void *state)
 
 static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 {
-	struct conv_state *st = calloc(1, sizeof(*st));
+	struct conv_state *st = es_op_state_alloc(c, sizeof(*st));
 	const char *nsp_from = NULL;
 	int nsp = 0, n, rc;
 	bool present;
 
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->transpose = transpose;
 	pthread_mutex_init(&st->lock, NULL);
 	for (int i = 0; i < MAX_SP; i++) {
@@ -620,26 +580,26 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 				  c->node->op_type, c->node->name, (long long)st->group);
 		goto out_fail;
 	}
-	if ((rc = parse_auto_pad(c, &st->auto_pad)))
+	if ((rc = es_op_attr_auto_pad(c, &st->auto_pad)))
 		goto out_fail;
 
 	if ((rc = attr_ints(c, "kernel_shape", st->kernel_shape, MAX_SP, &n, &present)))
 		goto out_fail;
 	st->has_kernel_shape = present;
 	if (present && ((rc = agree_rank(c, "kernel_shape", n, &nsp, &nsp_from)) ||
-			(rc = check_positive(c, "kernel_shape", st->kernel_shape, n, 1))))
+			(rc = es_op_attr_check_min(c, "kernel_shape", st->kernel_shape, n, 1))))
 		goto out_fail;
 
 	if ((rc = attr_ints(c, "strides", st->strides, MAX_SP, &n, &present)))
 		goto out_fail;
 	if (present && ((rc = agree_rank(c, "strides", n, &nsp, &nsp_from)) ||
-			(rc = check_positive(c, "strides", st->strides, n, 1))))
+			(rc = es_op_attr_check_min(c, "strides", st->strides, n, 1))))
 		goto out_fail;
 
 	if ((rc = attr_ints(c, "dilations", st->dilations, MAX_SP, &n, &present)))
 		goto out_fail;
 	if (present && ((rc = agree_rank(c, "dilations", n, &nsp, &nsp_from)) ||
-			(rc = check_positive(c, "dilations", st->dilations, n, 1))))
+			(rc = es_op_attr_check_min(c, "dilations", st->dilations, n, 1))))
 		goto out_fail;
 
 	if ((rc = attr_ints(c, "pads", st->pads, 2 * MAX_SP, &n, &present)))
@@ -652,7 +612,7 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 			goto out_fail;
 		}
 		if ((rc = agree_rank(c, "pads", n / 2, &nsp, &nsp_from)) ||
-		    (rc = check_positive(c, "pads", st->pads, n, 0)))
+		    (rc = es_op_attr_check_min(c, "pads", st->pads, n, 0)))
 			goto out_fail;
 	}
 
@@ -660,7 +620,8 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 		if ((rc = attr_ints(c, "output_padding", st->output_padding, MAX_SP, &n, &present)))
 			goto out_fail;
 		if (present && ((rc = agree_rank(c, "output_padding", n, &nsp, &nsp_from)) ||
-				(rc = check_positive(c, "output_padding", st->output_padding, n, 0))))
+				(rc = es_op_attr_check_min(c, "output_padding",
+							   st->output_padding, n, 0))))
 			goto out_fail;
 
 		if ((rc = attr_ints(c, "output_shape", st->output_shape, MAX_SP + 2,
@@ -669,8 +630,8 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 		st->has_output_shape = present;
 		/* Some exporters write the full (N, C, spatial...) shape; only
 		 * the spatial tail is used, settled at run time against X. */
-		if (present && (rc = check_positive(c, "output_shape", st->output_shape,
-						    st->output_shape_len, 1)))
+		if (present && (rc = es_op_attr_check_min(c, "output_shape", st->output_shape,
+							  st->output_shape_len, 1)))
 			goto out_fail;
 	}
 	st->nsp = nsp;
@@ -692,10 +653,7 @@ static int conv_init_common(es_op_init_ctx *c, void **state, bool transpose)
 			rc = es_error_set(c->err, ES_ENOMEM, "out of memory");
 			goto out_fail;
 		}
-		const uint16_t *src = w->data;
-		for (int64_t i = 0; i < cnt; i++)
-			st->w_f32[i] = w->dtype == ES_DT_FLOAT16 ?
-				es_half_to_float(src[i]) : es_bf16_to_float(src[i]);
+		es_op_half_to_f32(w->dtype, w->data, st->w_f32, cnt);
 	}
 	*state = st;
 	return 0;
@@ -821,28 +779,17 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 
 		if (!st->transpose) {
 			switch (st->auto_pad) {
-			case AUTO_PAD_NOTSET:
+			case ES_AUTO_PAD_NOTSET:
 				pb = st->pads[d];
 				pe = st->pads[nsp + d];
 				break;
-			case AUTO_PAD_VALID:
+			case ES_AUTO_PAD_VALID:
 				pb = pe = 0;
 				break;
 			default: /* SAME_*: out = ceil(in / s) */
-				out = in / s + (in % s != 0);
-				if (__builtin_mul_overflow(out > 0 ? out - 1 : 0, s, &t) ||
-				    __builtin_add_overflow(t, ext, &t))
+				if (es_op_same_pads(in, s, ext, st->auto_pad == ES_AUTO_PAD_SAME_UPPER,
+						    &pb, &pe))
 					return FAIL(k, ES_ERANGE, "padding on axis %d overflows", d);
-				t -= in;
-				if (t < 0)
-					t = 0;
-				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
-					pb = t / 2;
-					pe = t - pb;
-				} else {
-					pe = t / 2;
-					pb = t - pe;
-				}
 				break;
 			}
 			if (__builtin_add_overflow(in, pb, &t) || __builtin_add_overflow(t, pe, &t))
@@ -866,15 +813,15 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 			if (st->has_output_shape) {
 				out = st->output_shape[out_shape_off + d];
 				t = full - out;
-				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
+				if (st->auto_pad == ES_AUTO_PAD_SAME_UPPER) {
 					pb = floor_half(t);
 					pe = t - pb;
 				} else {
 					pe = floor_half(t);
 					pb = t - pe;
 				}
-			} else if (st->auto_pad == AUTO_PAD_SAME_UPPER ||
-				   st->auto_pad == AUTO_PAD_SAME_LOWER) {
+			} else if (st->auto_pad == ES_AUTO_PAD_SAME_UPPER ||
+				   st->auto_pad == ES_AUTO_PAD_SAME_LOWER) {
 				/* pad so that out = in * s (never pad negatively) */
 				int64_t target;
 				if (__builtin_mul_overflow(in, s, &target))
@@ -882,7 +829,7 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 				t = full - target;
 				if (t < 0)
 					t = 0;
-				if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
+				if (st->auto_pad == ES_AUTO_PAD_SAME_UPPER) {
 					pb = t / 2;
 					pe = t - pb;
 				} else {
@@ -891,7 +838,7 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 				}
 				out = full - t;
 			} else {
-				if (st->auto_pad == AUTO_PAD_VALID) {
+				if (st->auto_pad == ES_AUTO_PAD_VALID) {
 					pb = pe = 0;
 				} else {
 					pb = st->pads[d];
@@ -961,14 +908,7 @@ reference:
 
 static void to_f32(const es_tensor *t, float *dst)
 {
-	const uint16_t *src = t->data;
-	int64_t n = es_tensor_numel(t);
-	if (t->dtype == ES_DT_FLOAT16)
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_half_to_float(src[i]);
-	else
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_bf16_to_float(src[i]);
+	es_op_half_to_f32(t->dtype, t->data, dst, es_tensor_numel(t));
 }
 
 static float *scratch_f32(es_kctx *k, int64_t n)
@@ -989,8 +929,7 @@ static int conv_run(es_kctx *k)
 
 	if (!x || !w)
 		return FAIL(k, ES_EINVAL, "inputs X and W are required");
-	if (x->dtype != ES_DT_FLOAT && x->dtype != ES_DT_DOUBLE &&
-	    x->dtype != ES_DT_FLOAT16 && x->dtype != ES_DT_BFLOAT16)
+	if (!es_op_is_float(x->dtype))
 		return FAIL(k, ES_ETYPE, "input X has type %s, expected float, double or float16",
 			    es_dtype_name(x->dtype));
 	if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
@@ -1034,13 +973,7 @@ static int conv_run(es_kctx *k)
 		to_f32(x, xf);
 		if ((rc = conv_f32(k, st, &g, xf, wf, bf, yf)))
 			return rc;
-		uint16_t *yo = y->data;
-		if (y->dtype == ES_DT_FLOAT16)
-			for (int64_t i = 0; i < ny; i++)
-				yo[i] = es_float_to_half(yf[i]);
-		else
-			for (int64_t i = 0; i < ny; i++)
-				yo[i] = es_float_to_bf16(yf[i]);
+		es_op_f32_to_half(y->dtype, yf, y->data, ny);
 		return 0;
 	}
 	}

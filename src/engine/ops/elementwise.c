@@ -32,6 +32,7 @@
 
 #include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* Below this many elements a kernel runs on one thread. */
 #define PAR_MIN_ELEMS (1 << 15)
@@ -67,44 +68,10 @@
 /* Designated initializer entry "[dtype] = OP_sfx," for dispatch tables. */
 #define FN_ENTRY(OP, sfx, dt, S, C, U, LD, ST) [dt] = OP##_##sfx,
 
-/* Common state for kernels that parse attributes in init. */
-static void ew_fini(void *state)
-{
-	free(state);
-}
-
-static void *state_alloc(es_op_init_ctx *c, size_t size)
-{
-	void *p = calloc(1, size);
-	if (!p)
-		es_error_set(c->err, ES_ENOMEM, "node '%s': out of memory",
-			     c->node->name);
-	return p;
-}
-
 /* dt can index the per-dtype tables */
 static bool dt_valid(es_dtype dt)
 {
 	return (unsigned)dt < ES_DT_COUNT;
-}
-
-static bool is_float_dtype(es_dtype dt)
-{
-	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE ||
-	       dt == ES_DT_FLOAT16 || dt == ES_DT_BFLOAT16;
-}
-
-/* "[2,3,4]" into buf. */
-static const char *shape_str(const es_tensor *t, char *buf, size_t len)
-{
-	size_t pos = 0;
-	pos += (size_t)snprintf(buf, len, "[");
-	for (int d = 0; d < t->ndim && pos < len; d++)
-		pos += (size_t)snprintf(buf + pos, len - pos, "%s%lld",
-					d ? "," : "", (long long)t->dims[d]);
-	if (pos < len)
-		snprintf(buf + pos, len - pos, "]");
-	return buf;
 }
 
 static bool same_shape(int ndim, const int64_t *dims, const es_tensor *t)
@@ -115,53 +82,6 @@ static bool same_shape(int ndim, const int64_t *dims, const es_tensor *t)
 		if (t->dims[d] != dims[d])
 			return false;
 	return true;
-}
-
-/*
- * Float to integer without undefined behaviour: NaN gives 0, values out of
- * the target's range saturate, everything else truncates toward zero (the
- * C cast). ONNX leaves out-of-range casts undefined.
- */
-#define DEF_F2I(sfx, T, MIN, MAX, LO, HI_EXCL)                  \
-	static inline T f2i_##sfx(double v)                    \
-	{                                                      \
-		if (v != v)                                    \
-			return 0;                              \
-		if (v <= (LO))                                 \
-			return (MIN);                          \
-		if (v >= (HI_EXCL))                            \
-			return (MAX);                          \
-		return (T)v;                                   \
-	}
-DEF_F2I(i8, int8_t, INT8_MIN, INT8_MAX, -128.0, 128.0)
-DEF_F2I(i16, int16_t, INT16_MIN, INT16_MAX, -32768.0, 32768.0)
-DEF_F2I(i32, int32_t, INT32_MIN, INT32_MAX, -2147483648.0, 2147483648.0)
-DEF_F2I(i64, int64_t, INT64_MIN, INT64_MAX, -9223372036854775808.0,
-	9223372036854775808.0)
-DEF_F2I(u8, uint8_t, 0, UINT8_MAX, 0.0, 256.0)
-DEF_F2I(u16, uint16_t, 0, UINT16_MAX, 0.0, 65536.0)
-DEF_F2I(u32, uint32_t, 0, UINT32_MAX, 0.0, 4294967296.0)
-DEF_F2I(u64, uint64_t, 0, UINT64_MAX, 0.0, 18446744073709551616.0)
-
-/* Element i of a tensor of type dt as a double (rare, slow paths only). */
-static double elem_get_f64(es_dtype dt, const void *p, int64_t i)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: return ((const float *)p)[i];
-	case ES_DT_DOUBLE: return ((const double *)p)[i];
-	case ES_DT_FLOAT16: return es_half_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_INT8: return ((const int8_t *)p)[i];
-	case ES_DT_INT16: return ((const int16_t *)p)[i];
-	case ES_DT_INT32: return ((const int32_t *)p)[i];
-	case ES_DT_INT64: return (double)((const int64_t *)p)[i];
-	case ES_DT_UINT8: return ((const uint8_t *)p)[i];
-	case ES_DT_UINT16: return ((const uint16_t *)p)[i];
-	case ES_DT_UINT32: return ((const uint32_t *)p)[i];
-	case ES_DT_UINT64: return (double)((const uint64_t *)p)[i];
-	case ES_DT_BOOL: return ((const uint8_t *)p)[i] != 0;
-	default: return 0;
-	}
 }
 
 /* Element i of an integer tensor as int64 (uint64 above INT64_MAX
@@ -181,51 +101,8 @@ static int64_t elem_get_i64(es_dtype dt, const void *p, int64_t i)
 		return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 	}
 	case ES_DT_BOOL: return ((const uint8_t *)p)[i] != 0;
-	default: return (int64_t)elem_get_f64(dt, p, i);
+	default: return (int64_t)es_op_load_f64(dt, p, i);
 	}
-}
-
-/* Stores v into element i of a tensor of type dt (saturating for ints). */
-static void elem_set_f64(es_dtype dt, void *p, int64_t i, double v)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: ((float *)p)[i] = (float)v; break;
-	case ES_DT_DOUBLE: ((double *)p)[i] = v; break;
-	case ES_DT_FLOAT16: ((uint16_t *)p)[i] = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: ((uint16_t *)p)[i] = es_float_to_bf16((float)v); break;
-	case ES_DT_INT8: ((int8_t *)p)[i] = f2i_i8(v); break;
-	case ES_DT_INT16: ((int16_t *)p)[i] = f2i_i16(v); break;
-	case ES_DT_INT32: ((int32_t *)p)[i] = f2i_i32(v); break;
-	case ES_DT_INT64: ((int64_t *)p)[i] = f2i_i64(v); break;
-	case ES_DT_UINT8: ((uint8_t *)p)[i] = f2i_u8(v); break;
-	case ES_DT_UINT16: ((uint16_t *)p)[i] = f2i_u16(v); break;
-	case ES_DT_UINT32: ((uint32_t *)p)[i] = f2i_u32(v); break;
-	case ES_DT_UINT64: ((uint64_t *)p)[i] = f2i_u64(v); break;
-	case ES_DT_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-	default: break;
-	}
-}
-
-/* Stores an integer into element i of an integer tensor (wrapping). */
-static void elem_set_i64(es_dtype dt, void *p, int64_t i, int64_t v)
-{
-	switch (dt) {
-	case ES_DT_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
-	case ES_DT_INT16: ((int16_t *)p)[i] = (int16_t)v; break;
-	case ES_DT_INT32: ((int32_t *)p)[i] = (int32_t)v; break;
-	case ES_DT_INT64: ((int64_t *)p)[i] = v; break;
-	case ES_DT_UINT8: ((uint8_t *)p)[i] = (uint8_t)v; break;
-	case ES_DT_UINT16: ((uint16_t *)p)[i] = (uint16_t)v; break;
-	case ES_DT_UINT32: ((uint32_t *)p)[i] = (uint32_t)v; break;
-	case ES_DT_UINT64: ((uint64_t *)p)[i] = (uint64_t)v; break;
-	default: elem_set_f64(dt, p, i, (double)v); break;
-	}
-}
-
-/* Number of OpenMP threads for a loop over n elements. */
-static int par_threads(const es_kctx *k, int64_t n)
-{
-	return (k->threads > 1 && n >= PAR_MIN_ELEMS) ? k->threads : 1;
 }
 
 /* ---- 2. the broadcasting engine ----------------------------------------- */
@@ -281,7 +158,7 @@ static int bc_shape(es_kctx *k, int n, const es_tensor *const *ins,
 					char sb[128];
 					pos += (size_t)snprintf(msg + pos, sizeof(msg) - pos,
 						"%sinput %d %s", q ? (q == n - 1 ? " and " : ", ") : "",
-						q, shape_str(ins[q], sb, sizeof(sb)));
+						q, es_op_fmt_shape(sb, sizeof(sb), ins[q]));
 				}
 				return es_kctx_fail(k, ES_ESHAPE,
 					"cannot broadcast %s (dimension %d: %lld vs %lld)",
@@ -437,7 +314,7 @@ static void bc_exec(const es_kctx *k, const bc_args *a)
 {
 	const bc_plan *p = a->plan;
 	int64_t inner = p->dims[p->ndim - 1];
-	int64_t rows, nt = par_threads(k, p->numel);
+	int64_t rows, nt = es_op_threads(k, p->numel, PAR_MIN_ELEMS);
 
 	if (p->numel == 0)
 		return;
@@ -724,7 +601,7 @@ static int bin_init_common(es_op_init_ctx *c, void **state,
 		return es_error_set(c->err, ES_EINTERNAL,
 				    "node '%s': no binary kernel for %s",
 				    node->name, node->op_type);
-	s = state_alloc(c, sizeof(*s));
+	s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
 		return ES_ENOMEM;
 	s->desc = desc;
@@ -810,7 +687,7 @@ static int legacy_bcast_view(es_kctx *k, const bin_state *s,
 		if (!same_shape(a->ndim, a->dims, b))
 			return es_kctx_fail(k, ES_ESHAPE,
 				"input 1 shape %s must equal input 0 shape %s (broadcast=0)",
-				shape_str(b, sb, sizeof(sb)), shape_str(a, sa, sizeof(sa)));
+				es_op_fmt_shape(sb, sizeof(sb), b), es_op_fmt_shape(sa, sizeof(sa), a));
 		return 0;
 	}
 	axis = s->has_axis ? s->axis : a->ndim - b->ndim;
@@ -819,7 +696,7 @@ static int legacy_bcast_view(es_kctx *k, const bin_state *s,
 	if (axis < 0 || axis + b->ndim > a->ndim)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"input 1 shape %s does not fit input 0 shape %s at axis %lld",
-			shape_str(b, sb, sizeof(sb)), shape_str(a, sa, sizeof(sa)),
+			es_op_fmt_shape(sb, sizeof(sb), b), es_op_fmt_shape(sa, sizeof(sa), a),
 			(long long)(s->has_axis ? s->axis : axis));
 	bview->ndim = a->ndim;
 	for (int d = 0; d < a->ndim; d++)
@@ -828,8 +705,8 @@ static int legacy_bcast_view(es_kctx *k, const bin_state *s,
 		if (b->dims[d] != 1 && b->dims[d] != a->dims[axis + d])
 			return es_kctx_fail(k, ES_ESHAPE,
 				"input 1 shape %s does not match input 0 shape %s at axis %lld",
-				shape_str(b, sb, sizeof(sb)),
-				shape_str(a, sa, sizeof(sa)), (long long)axis);
+				es_op_fmt_shape(sb, sizeof(sb), b),
+				es_op_fmt_shape(sa, sizeof(sa), a), (long long)axis);
 		bview->dims[axis + d] = b->dims[d];
 	}
 	return 0;
@@ -862,17 +739,17 @@ static void pow_mixed(int64_t n, void *out, const void *const *in,
 		      const int64_t *inc, const void *ctx)
 {
 	const pow_ctx *p = ctx;
-	bool ints = !is_float_dtype(p->xt) && !is_float_dtype(p->yt);
+	bool ints = !es_op_is_float(p->xt) && !es_op_is_float(p->yt);
 	for (int64_t i = 0; i < n; i++) {
 		if (ints) {
 			int64_t x = elem_get_i64(p->xt, in[0], i * inc[0]);
 			int64_t y = elem_get_i64(p->yt, in[1], i * inc[1]);
-			elem_set_i64(p->xt, out, i,
-				     (int64_t)ipow_u64((uint64_t)x, y, x < 0));
+			es_op_store_i64(p->xt, out, i,
+					(int64_t)ipow_u64((uint64_t)x, y, x < 0));
 		} else {
-			double x = elem_get_f64(p->xt, in[0], i * inc[0]);
-			double y = elem_get_f64(p->yt, in[1], i * inc[1]);
-			elem_set_f64(p->xt, out, i, pow(x, y));
+			double x = es_op_load_f64(p->xt, in[0], i * inc[0]);
+			double y = es_op_load_f64(p->yt, in[1], i * inc[1]);
+			es_op_store_f64(p->xt, out, i, pow(x, y));
 		}
 	}
 }
@@ -893,7 +770,7 @@ static int bin_run(es_kctx *k)
 
 	if (!a || !b)
 		return es_kctx_fail(k, ES_EINVAL, "%s needs 2 inputs", desc->name);
-	if (!strcmp(desc->name, "Mod") && !s->fmod && is_float_dtype(a->dtype))
+	if (!strcmp(desc->name, "Mod") && !s->fmod && es_op_is_float(a->dtype))
 		return es_kctx_fail(k, ES_EINVAL,
 			"Mod: attribute fmod must be 1 for floating-point input type %s",
 			es_dtype_name(a->dtype));
@@ -912,7 +789,7 @@ static int bin_run(es_kctx *k)
 		pctx.yt = b->dtype;
 		fn = pow_mixed;
 	}
-	if ((desc->flags & BIN_INT_DIVISOR) && !is_float_dtype(b->dtype)) {
+	if ((desc->flags & BIN_INT_DIVISOR) && !es_op_is_float(b->dtype)) {
 		rc = check_int_divisor(k, b, es_tensor_numel(b));
 		if (rc)
 			return rc;
@@ -942,7 +819,7 @@ static int bin_run(es_kctx *k)
 		char sa[128], sb[128];
 		return es_kctx_fail(k, ES_ESHAPE,
 			"PRelu: slope shape %s does not broadcast to X shape %s",
-			shape_str(b, sb, sizeof(sb)), shape_str(a, sa, sizeof(sa)));
+			es_op_fmt_shape(sb, sizeof(sb), b), es_op_fmt_shape(sa, sizeof(sa), a));
 	}
 	rc = ew_output(k, (desc->flags & BIN_BOOL_OUT) ? ES_DT_BOOL : a->dtype,
 		       ndim, dims, 2, cands);
@@ -984,7 +861,7 @@ static int var_init(es_op_init_ctx *c, void **state)
 static void scale_inplace(const es_kctx *k, es_tensor *t, double f)
 {
 	int64_t n = es_tensor_numel(t);
-	int nt = par_threads(k, n);
+	int nt = es_op_threads(k, n, PAR_MIN_ELEMS);
 	switch (t->dtype) {
 	case ES_DT_FLOAT: {
 		float *p = t->data, ff = (float)f;
@@ -1002,8 +879,8 @@ static void scale_inplace(const es_kctx *k, es_tensor *t, double f)
 	}
 	default:
 		for (int64_t i = 0; i < n; i++)
-			elem_set_f64(t->dtype, t->data, i,
-				     elem_get_f64(t->dtype, t->data, i) * f);
+			es_op_store_f64(t->dtype, t->data, i,
+					es_op_load_f64(t->dtype, t->data, i) * f);
 		break;
 	}
 }
@@ -1182,7 +1059,7 @@ typedef void (*un_fn)(int64_t n, void *out, const void *in,
 		const S *a = in;                                             \
 		(void)p;                                                     \
 		for (int64_t i = 0; i < n; i++)                              \
-			o[i] = f2i_##sfx(OP((double)a[i], double, U, p));    \
+			o[i] = es_op_f2i_##sfx(OP((double)a[i], double, U, p)); \
 	}
 /* Clip: bounds are stored in the input's dtype; absent bounds don't clip.
  * NaN passes through; min > max gives max, as numpy.clip. */
@@ -1370,7 +1247,7 @@ static int un_init_common(es_op_init_ctx *c, void **state,
 		return es_error_set(c->err, ES_EINTERNAL,
 				    "node '%s': no unary kernel for %s",
 				    node->name, node->op_type);
-	s = state_alloc(c, sizeof(*s));
+	s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
 		return ES_ENOMEM;
 	s->desc = desc;
@@ -1445,8 +1322,8 @@ static int clip_bounds(es_kctx *k, const un_state *s, es_dtype dt,
 	if (s->clip_attrs) {
 		p->has_lo = s->attr_has_lo;
 		p->has_hi = s->attr_has_hi;
-		elem_set_f64(dt, &p->lo, 0, s->attr_lo);
-		elem_set_f64(dt, &p->hi, 0, s->attr_hi);
+		es_op_store_f64(dt, &p->lo, 0, s->attr_lo);
+		es_op_store_f64(dt, &p->hi, 0, s->attr_hi);
 		return 0;
 	}
 	for (int i = 1; i <= 2; i++) {
@@ -1465,7 +1342,7 @@ static int clip_bounds(es_kctx *k, const un_state *s, es_dtype dt,
 			char sb[128];
 			return es_kctx_fail(k, ES_ESHAPE,
 				"Clip: input %d (%s) must be a scalar, got shape %s",
-				i, names[i - 1], shape_str(t, sb, sizeof(sb)));
+				i, names[i - 1], es_op_fmt_shape(sb, sizeof(sb), t));
 		}
 		memcpy(v, t->data, es_dtype_size(dt));
 		*has = true;
@@ -1510,7 +1387,7 @@ static int un_run(es_kctx *k)
 	isz = es_dtype_size(x->dtype);
 	osz = es_dtype_size(odt);
 	nchunks = (n + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
-	nt = par_threads(k, n);
+	nt = es_op_threads(k, n, PAR_MIN_ELEMS);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
 	for (int64_t q = 0; q < nchunks; q++) {
 		int64_t off = q * CHUNK_ELEMS;
@@ -1535,14 +1412,14 @@ typedef void (*cast_fn)(int64_t n, void *out, const void *in);
 #define CV_FLT_f64(v) ((double)(v))
 #define CV_FLT_f16(v) es_float_to_half((float)(v))
 #define CV_FLT_bf16(v) es_float_to_bf16((float)(v))
-#define CV_FLT_i8(v) f2i_i8(v)
-#define CV_FLT_i16(v) f2i_i16(v)
-#define CV_FLT_i32(v) f2i_i32(v)
-#define CV_FLT_i64(v) f2i_i64(v)
-#define CV_FLT_u8(v) f2i_u8(v)
-#define CV_FLT_u16(v) f2i_u16(v)
-#define CV_FLT_u32(v) f2i_u32(v)
-#define CV_FLT_u64(v) f2i_u64(v)
+#define CV_FLT_i8(v) es_op_f2i_i8(v)
+#define CV_FLT_i16(v) es_op_f2i_i16(v)
+#define CV_FLT_i32(v) es_op_f2i_i32(v)
+#define CV_FLT_i64(v) es_op_f2i_i64(v)
+#define CV_FLT_u8(v) es_op_f2i_u8(v)
+#define CV_FLT_u16(v) es_op_f2i_u16(v)
+#define CV_FLT_u32(v) es_op_f2i_u32(v)
+#define CV_FLT_u64(v) es_op_f2i_u64(v)
 #define CV_FLT_b(v) ((uint8_t)((v) != 0))
 #define CV_INT_f32(v) ((float)(v))
 #define CV_INT_f64(v) ((double)(v))
@@ -1663,7 +1540,7 @@ static int cast_init(es_op_init_ctx *c, void **state)
 	if (to == ES_DT_STRING)
 		return es_error_set(c->err, ES_EUNSUPPORTED,
 			"node '%s': Cast to string is not supported", node->name);
-	s = state_alloc(c, sizeof(*s));
+	s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
 		return ES_ENOMEM;
 	s->to = to;
@@ -1705,7 +1582,7 @@ static int cast_to(es_kctx *k, es_dtype to)
 	isz = es_dtype_size(x->dtype);
 	osz = es_dtype_size(to);
 	nchunks = (n + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
-	nt = par_threads(k, n);
+	nt = es_op_threads(k, n, PAR_MIN_ELEMS);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
 	for (int64_t q = 0; q < nchunks; q++) {
 		int64_t off = q * CHUNK_ELEMS;
@@ -1746,9 +1623,9 @@ static int castlike_run(es_kctx *k)
 	  .min_inputs = nmin, .max_inputs = nmax, .min_outputs = 1,           \
 	  .max_outputs = 1, .types = tys, .same_type_inputs = same,           \
 	  .out_type = ot, .out_dtype = odt, .init = i, .fini = f, .run = r }
-/* Rows whose init allocates a state freed by ew_fini. */
+/* Rows whose init allocates a state freed by es_op_state_free. */
 #define ROW(name, s, u, nmin, nmax, tys, same, ot, odt, i, r) \
-	ROWF(name, s, u, nmin, nmax, tys, same, ot, odt, i, ew_fini, r)
+	ROWF(name, s, u, nmin, nmax, tys, same, ot, odt, i, es_op_state_free, r)
 #define UNARY(name, s, tys) \
 	ROW(name, s, 0, 1, 1, tys, 0, ES_OUT_SAME, ES_DT_UNDEFINED, un_init, un_run)
 #define PRED(name, s, tys) \

@@ -7,86 +7,17 @@
  */
 #include <inttypes.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/kernels/sgemm.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* ---- small helpers ----------------------------------------------------- */
-
-/* "[2,3,4]" into buf (truncated with "..." if it does not fit). */
-static const char *shape_str(char *buf, size_t len, const es_tensor *t)
-{
-	size_t pos = 0;
-	pos += (size_t)snprintf(buf, len, "[");
-	for (int d = 0; d < t->ndim && pos < len; d++)
-		pos += (size_t)snprintf(buf + pos, len - pos, "%s%" PRId64,
-					d ? "," : "", t->dims[d]);
-	if (pos < len)
-		snprintf(buf + pos, len - pos, "]");
-	return buf;
-}
-
-/* True when the product of t's non-zero dims fits in int64_t, so every
- * partial product of its dims does too (an empty tensor may carry huge
- * dims next to its zero). */
-static bool dims_fit(const es_tensor *t)
-{
-	int64_t n = 1;
-	for (int d = 0; d < t->ndim; d++) {
-		if (t->dims[d] < 0)
-			return false;
-		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
-			return false;
-	}
-	return true;
-}
 
 static bool is_half(es_dtype dt)
 {
 	return dt == ES_DT_FLOAT16 || dt == ES_DT_BFLOAT16;
-}
-
-static void half_to_float(es_dtype dt, const uint16_t *src, float *dst,
-			  int64_t n)
-{
-	if (dt == ES_DT_BFLOAT16) {
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_bf16_to_float(src[i]);
-	} else {
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_half_to_float(src[i]);
-	}
-}
-
-static void float_to_half(es_dtype dt, const float *src, uint16_t *dst,
-			  int64_t n)
-{
-	if (dt == ES_DT_BFLOAT16) {
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_float_to_bf16(src[i]);
-	} else {
-		for (int64_t i = 0; i < n; i++)
-			dst[i] = es_float_to_half(src[i]);
-	}
-}
-
-/* Scratch of n floats, failing the kernel on exhaustion. */
-static float *scratch_floats(es_kctx *k, int64_t n)
-{
-	size_t bytes;
-	if (n < 0 || es_mul_size((size_t)n, sizeof(float), &bytes)) {
-		es_kctx_fail(k, ES_ERANGE, "temporary of %" PRId64 " floats is too large", n);
-		return NULL;
-	}
-	float *p = es_kctx_scratch(k, bytes);
-	if (!p)
-		es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes of scratch", bytes);
-	return p;
 }
 
 /* t's values as float: t->data itself for float, a widened scratch copy
@@ -96,29 +27,11 @@ static const float *as_float(es_kctx *k, const es_tensor *t)
 	if (t->dtype == ES_DT_FLOAT)
 		return t->data;
 	int64_t n = es_tensor_numel(t);
-	float *f = scratch_floats(k, n);
+	float *f = es_op_scratch(k, n, sizeof(float));
 	if (f)
-		half_to_float(t->dtype, t->data, f, n);
+		es_op_half_to_f32(t->dtype, t->data, f, n);
 	return f;
 }
-
-/* Saturating double -> integer conversions (NaN gives 0): a float alpha or
- * beta can push an integer Gemm result out of range. */
-#define DEFINE_SAT(NAME, T, LO, HI)                                   \
-	static T NAME(double v)                                       \
-	{                                                             \
-		if (!(v == v))                                        \
-			return 0;                                     \
-		if (v <= (double)(LO))                                \
-			return LO;                                    \
-		if (v >= (double)(HI))                                \
-			return HI;                                    \
-		return (T)v;                                          \
-	}
-DEFINE_SAT(sat_i32, int32_t, INT32_MIN, INT32_MAX)
-DEFINE_SAT(sat_i64, int64_t, INT64_MIN, INT64_MAX)
-DEFINE_SAT(sat_u32, uint32_t, 0, UINT32_MAX)
-DEFINE_SAT(sat_u64, uint64_t, 0, UINT64_MAX)
 
 /* ---- plain loops for double and the integer types ---------------------- */
 
@@ -127,7 +40,9 @@ DEFINE_SAT(sat_u64, uint64_t, 0, UINT64_MAX)
  * A(i,k) = a[i*a_si + k*a_sk], B(k,j) = b[k*b_sk + j*b_sj], Y dense M x N
  * and C (NULL when absent) read as c[i*c_si + j*c_sj] (strides 0 for
  * broadcast). Integers accumulate in uint64_t so overflow wraps instead of
- * being undefined. `parallel` spreads rows over `threads`.
+ * being undefined; with a float alpha or beta the result is computed in
+ * double and saturates (es_op_f2i_*). `parallel` spreads rows over
+ * `threads`.
  */
 #define DEFINE_NAIVE_GEMM(NAME, T, ACC, EPILOGUE)                     \
 	static void NAME(const void *a_, const void *b_, const void *c_,     \
@@ -157,16 +72,16 @@ DEFINE_NAIVE_GEMM(gemm_f64, double, double,
 	(void)unit; y[i * N + j] = alpha * acc + (c ? beta * cv : 0.0))
 DEFINE_NAIVE_GEMM(gemm_i32, int32_t, uint64_t,
 	y[i * N + j] = unit ? (int32_t)(uint32_t)(acc + (uint64_t)(int64_t)cv)
-			    : sat_i32(alpha * (double)(int32_t)(uint32_t)acc + beta * cv))
+			    : es_op_f2i_i32(alpha * (double)(int32_t)(uint32_t)acc + beta * cv))
 DEFINE_NAIVE_GEMM(gemm_i64, int64_t, uint64_t,
 	y[i * N + j] = unit ? (int64_t)(acc + (uint64_t)cv)
-			    : sat_i64(alpha * (double)(int64_t)acc + beta * (double)cv))
+			    : es_op_f2i_i64(alpha * (double)(int64_t)acc + beta * (double)cv))
 DEFINE_NAIVE_GEMM(gemm_u32, uint32_t, uint64_t,
 	y[i * N + j] = unit ? (uint32_t)(acc + cv)
-			    : sat_u32(alpha * (double)(uint32_t)acc + beta * cv))
+			    : es_op_f2i_u32(alpha * (double)(uint32_t)acc + beta * cv))
 DEFINE_NAIVE_GEMM(gemm_u64, uint64_t, uint64_t,
 	y[i * N + j] = unit ? acc + cv
-			    : sat_u64(alpha * (double)acc + beta * (double)cv))
+			    : es_op_f2i_u64(alpha * (double)acc + beta * (double)cv))
 
 /* Worth an OpenMP team: more than ~32K multiply-adds. */
 static bool worth_threads(int64_t M, int64_t N, int64_t K, int threads)
@@ -218,9 +133,9 @@ static int gemm_init(es_op_init_ctx *c, void **state)
 	if (n->opset < 7 &&
 	    (rc = es_node_attr_int(n, "broadcast", 0, &bc, c->err)))
 		return rc;
-	gemm_state *st = calloc(1, sizeof(*st));
+	gemm_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->alpha = alpha;
 	st->beta = beta;
 	st->trans_a = ta != 0;
@@ -264,7 +179,7 @@ static int gemm_run(es_kctx *k)
 	if (A->ndim != 2 || B->ndim != 2)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"A and B must be 2-D, got A %s and B %s",
-			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B));
+			es_op_fmt_shape(sa, sizeof(sa), A), es_op_fmt_shape(sb, sizeof(sb), B));
 
 	int64_t M = st->trans_a ? A->dims[1] : A->dims[0];
 	int64_t K = st->trans_a ? A->dims[0] : A->dims[1];
@@ -273,8 +188,8 @@ static int gemm_run(es_kctx *k)
 	if (K != Kb)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"A %s (transA=%d) and B %s (transB=%d) have different inner dimensions %" PRId64 " and %" PRId64,
-			shape_str(sa, sizeof(sa), A), st->trans_a,
-			shape_str(sb, sizeof(sb), B), st->trans_b, K, Kb);
+			es_op_fmt_shape(sa, sizeof(sa), A), st->trans_a,
+			es_op_fmt_shape(sb, sizeof(sb), B), st->trans_b, K, Kb);
 
 	/* C broadcasts unidirectionally to [M, N]: trailing-aligned, each dim
 	 * equal or 1. Strides 0 mark broadcast dims. */
@@ -290,7 +205,7 @@ static int gemm_run(es_kctx *k)
 		if (!ok)
 			return es_kctx_fail(k, ES_ESHAPE,
 				"C %s cannot be broadcast to the result [%" PRId64 ",%" PRId64 "]%s",
-				shape_str(sc, sizeof(sc), C), M, N,
+				es_op_fmt_shape(sc, sizeof(sc), C), M, N,
 				st->broadcast ? "" : " (broadcast=0)");
 		c_sj = cn == 1 ? 0 : 1;
 		c_si = cm == 1 ? 0 : cn;
@@ -313,7 +228,7 @@ static int gemm_run(es_kctx *k)
 	int64_t lda = A->dims[1], ldb = B->dims[1];
 	if (dt == ES_DT_FLOAT || is_half(dt)) {
 		const float *a = as_float(k, A), *b = as_float(k, B);
-		float *y = dt == ES_DT_FLOAT ? Y->data : scratch_floats(k, M * N);
+		float *y = dt == ES_DT_FLOAT ? Y->data : es_op_scratch(k, M * N, sizeof(float));
 		if (!a || !b || !y)
 			return k->err->code;
 		if (use_c && !inplace) {
@@ -323,7 +238,7 @@ static int gemm_run(es_kctx *k)
 			fill_broadcast_f32(y, c, M, N, c_si, c_sj);
 		} else if (use_c && dt != ES_DT_FLOAT) {
 			/* in place on a half C: widen it into y */
-			half_to_float(dt, Y->data, y, M * N);
+			es_op_half_to_f32(dt, Y->data, y, M * N);
 		}
 		rc = es_sgemm(st->trans_a, st->trans_b, M, N, K, st->alpha, a,
 			      lda, b, ldb, use_c ? st->beta : 0.0f, y, N);
@@ -331,7 +246,7 @@ static int gemm_run(es_kctx *k)
 			return es_kctx_fail(k, rc, "sgemm failed (M=%" PRId64 " N=%" PRId64 " K=%" PRId64 ")",
 					    M, N, K);
 		if (dt != ES_DT_FLOAT)
-			float_to_half(dt, y, Y->data, M * N);
+			es_op_f32_to_half(dt, y, Y->data, M * N);
 		return 0;
 	}
 
@@ -371,10 +286,10 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 	if (ra < 1 || rb < 1)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"inputs must have rank >= 1, got A %s and B %s",
-			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B));
-	if (!dims_fit(A) || !dims_fit(B))
+			es_op_fmt_shape(sa, sizeof(sa), A), es_op_fmt_shape(sb, sizeof(sb), B));
+	if (!es_op_dims_fit(A) || !es_op_dims_fit(B))
 		return es_kctx_fail(k, ES_ERANGE, "A %s or B %s has too many elements",
-			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B));
+			es_op_fmt_shape(sa, sizeof(sa), A), es_op_fmt_shape(sb, sizeof(sb), B));
 	s->M = ra == 1 ? 1 : A->dims[ra - 2];
 	s->K = A->dims[ra - 1];
 	int64_t Kb = rb == 1 ? B->dims[0] : B->dims[rb - 2];
@@ -382,7 +297,7 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 	if (s->K != Kb)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"A %s and B %s have different inner dimensions %" PRId64 " and %" PRId64,
-			shape_str(sa, sizeof(sa), A), shape_str(sb, sizeof(sb), B),
+			es_op_fmt_shape(sa, sizeof(sa), A), es_op_fmt_shape(sb, sizeof(sb), B),
 			s->K, Kb);
 
 	int na = ra > 2 ? ra - 2 : 0, nbb = rb > 2 ? rb - 2 : 0;
@@ -398,8 +313,8 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 		if (da != db && da != 1 && db != 1)
 			return es_kctx_fail(k, ES_ESHAPE,
 				"batch dimensions of A %s and B %s do not broadcast (%" PRId64 " vs %" PRId64 ")",
-				shape_str(sa, sizeof(sa), A),
-				shape_str(sb, sizeof(sb), B), da, db);
+				es_op_fmt_shape(sa, sizeof(sa), A),
+				es_op_fmt_shape(sb, sizeof(sb), B), da, db);
 		s->bdims[d] = da == 1 ? db : da;
 		s->a_bstride[d] = da == 1 ? 0 : sa_acc;
 		s->b_bstride[d] = db == 1 ? 0 : sb_acc;
@@ -411,8 +326,8 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 		if (__builtin_mul_overflow(s->batch, s->bdims[d], &s->batch))
 			return es_kctx_fail(k, ES_ERANGE,
 				"broadcast batch of A %s and B %s has too many matrices",
-				shape_str(sa, sizeof(sa), A),
-				shape_str(sb, sizeof(sb), B));
+				es_op_fmt_shape(sa, sizeof(sa), A),
+				es_op_fmt_shape(sb, sizeof(sb), B));
 	}
 	s->ndim = 0;
 	for (int d = 0; d < s->nb; d++)
@@ -493,14 +408,15 @@ static int matmul_run(es_kctx *k)
 
 	if (dt == ES_DT_FLOAT || is_half(dt)) {
 		const float *a = as_float(k, A), *b = as_float(k, B);
-		float *y = dt == ES_DT_FLOAT ? Y->data : scratch_floats(k, s.batch * mn);
+		float *y = dt == ES_DT_FLOAT ? Y->data :
+			   es_op_scratch(k, s.batch * mn, sizeof(float));
 		if (!a || !b || !y)
 			return k->err->code;
 		if ((rc = mm_float(k, &s, a, b, y)))
 			return es_kctx_fail(k, rc, "sgemm failed (M=%" PRId64 " N=%" PRId64 " K=%" PRId64 ")",
 					    s.M, s.N, s.K);
 		if (dt != ES_DT_FLOAT)
-			float_to_half(dt, y, Y->data, s.batch * mn);
+			es_op_f32_to_half(dt, y, Y->data, s.batch * mn);
 		return 0;
 	}
 
@@ -529,7 +445,7 @@ static int matmul_run(es_kctx *k)
 	{ .op_type = "Gemm", .since = since_, .until = until_,            \
 	  .min_inputs = min_in, .max_inputs = 3, .min_outputs = 1,        \
 	  .max_outputs = 1, .types = types_, .same_type_inputs = 0x7,     \
-	  .out_type = ES_OUT_SAME, .init = gemm_init, .fini = free,       \
+	  .out_type = ES_OUT_SAME, .init = gemm_init, .fini = es_op_state_free, \
 	  .run = gemm_run }
 #define MATMUL_ROW(since_, until_, types_)                                \
 	{ .op_type = "MatMul", .since = since_, .until = until_,          \

@@ -17,37 +17,12 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 #define PAR_MIN_WORK (1 << 15)
 
-/* ---- shared dtype helpers ------------------------------------------------ */
-
-static bool is_real(es_dtype dt)
-{
-	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
-	       dt == ES_DT_BFLOAT16;
-}
-
-static double load_real(const void *p, es_dtype dt, int64_t i)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: return ((const float *)p)[i];
-	case ES_DT_DOUBLE: return ((const double *)p)[i];
-	case ES_DT_FLOAT16: return es_half_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_INT8: return ((const int8_t *)p)[i];
-	case ES_DT_INT16: return ((const int16_t *)p)[i];
-	case ES_DT_INT32: return ((const int32_t *)p)[i];
-	case ES_DT_INT64: return (double)((const int64_t *)p)[i];
-	case ES_DT_UINT8: return ((const uint8_t *)p)[i];
-	case ES_DT_UINT16: return ((const uint16_t *)p)[i];
-	case ES_DT_UINT32: return ((const uint32_t *)p)[i];
-	case ES_DT_UINT64: return (double)((const uint64_t *)p)[i];
-	default: return 0;
-	}
-}
+/* ---- Einsum operand widening -------------------------------------------- */
 
 /* Integer element as its 64-bit two's complement pattern. */
 static uint64_t load_bits(const void *p, es_dtype dt, int64_t i)
@@ -63,51 +38,6 @@ static uint64_t load_bits(const void *p, es_dtype dt, int64_t i)
 	case ES_DT_UINT64: return ((const uint64_t *)p)[i];
 	default: return 0;
 	}
-}
-
-static void store_real(void *p, es_dtype dt, int64_t i, double v)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: ((float *)p)[i] = (float)v; break;
-	case ES_DT_DOUBLE: ((double *)p)[i] = v; break;
-	case ES_DT_FLOAT16: ((uint16_t *)p)[i] = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: ((uint16_t *)p)[i] = es_float_to_bf16((float)v); break;
-	default: break;
-	}
-}
-
-static void store_bits(void *p, es_dtype dt, int64_t i, uint64_t v)
-{
-	switch (dt) {
-	case ES_DT_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
-	case ES_DT_INT16: ((int16_t *)p)[i] = (int16_t)v; break;
-	case ES_DT_INT32: ((int32_t *)p)[i] = (int32_t)v; break;
-	case ES_DT_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
-	case ES_DT_UINT8: ((uint8_t *)p)[i] = (uint8_t)v; break;
-	case ES_DT_UINT16: ((uint16_t *)p)[i] = (uint16_t)v; break;
-	case ES_DT_UINT32: ((uint32_t *)p)[i] = (uint32_t)v; break;
-	case ES_DT_UINT64: ((uint64_t *)p)[i] = v; break;
-	default: break;
-	}
-}
-
-static int check_dtype(es_kctx *k, const es_tensor *x, uint32_t allowed,
-		       const char *what)
-{
-	if (x->dtype == ES_DT_STRING)
-		return es_kctx_fail(k, ES_EUNSUPPORTED,
-				    "input '%s' has type string, which the engine does not support",
-				    what);
-	if ((unsigned)x->dtype >= 32 || !(allowed & ES_T(x->dtype)))
-		return es_kctx_fail(k, ES_ETYPE,
-				    "input '%s' has type %s, which this operator does not accept",
-				    what, es_dtype_name(x->dtype));
-	return 0;
-}
-
-static void free_state(void *state)
-{
-	free(state);
 }
 
 /* ---- Einsum ---------------------------------------------------------------- */
@@ -189,9 +119,9 @@ static int ein_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EUNSUPPORTED,
 				    "node '%s' (Einsum): %d operands, at most %d are supported",
 				    node->name, node->n_inputs, EIN_MAX_OPS);
-	struct ein_state *s = calloc(1, sizeof(*s));
+	struct ein_state *s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	const char *p = eq;
 	bool explicit_out = false;
 	for (;;) {
@@ -374,7 +304,7 @@ static int ein_run(es_kctx *k)
 		snprintf(what, sizeof(what), "%d", i);
 		if (!x)
 			return es_kctx_fail(k, ES_EINVAL, "input %d is missing", i);
-		if ((rc = check_dtype(k, x, ES_T_NUMERIC, what)))
+		if ((rc = es_op_check_dtype(k, x, ES_T_NUMERIC, what)))
 			return rc;
 		if (x->dtype != x0->dtype)
 			return es_kctx_fail(k, ES_ETYPE, "input %d has type %s, expected %s like input 0",
@@ -479,7 +409,7 @@ static int ein_run(es_kctx *k)
 
 	/* widen the operands; strides per axis */
 	p->n_ops = s->n_ops;
-	p->real = is_real(x0->dtype);
+	p->real = es_op_is_float(x0->dtype);
 	bool empty = false;
 	for (int i = 0; i < s->n_ops; i++) {
 		const es_tensor *x = es_kin(k, i);
@@ -489,7 +419,7 @@ static int ein_run(es_kctx *k)
 		empty |= n == 0;
 		for (int64_t q = 0; q < n; q++) {
 			if (p->real)
-				((double *)buf)[q] = load_real(x->data, x->dtype, q);
+				((double *)buf)[q] = es_op_load_f64(x->dtype, x->data, q);
 			else
 				((uint64_t *)buf)[q] = load_bits(x->data, x->dtype, q);
 		}
@@ -518,16 +448,16 @@ static int ein_run(es_kctx *k)
 	if (empty || per == 0) {
 		memset(acc, 0, (size_t)on * 8); /* sums over nothing */
 	} else {
-		bool par = k->threads > 1 && on > 1 && on * per >= PAR_MIN_WORK;
-#pragma omp parallel for num_threads(k->threads) schedule(static) if(par)
+		int nt = on > 1 ? es_op_threads(k, on * per, PAR_MIN_WORK) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if(nt > 1)
 		for (int64_t o = 0; o < on; o++)
 			ein_element(p, o, acc);
 	}
 	for (int64_t o = 0; o < on; o++) {
 		if (p->real)
-			store_real(y->data, y->dtype, o, ((double *)acc)[o]);
+			es_op_store_f64(y->dtype, y->data, o, ((double *)acc)[o]);
 		else
-			store_bits(y->data, y->dtype, o, ((uint64_t *)acc)[o]);
+			es_op_store_i64(y->dtype, y->data, o, (int64_t)((uint64_t *)acc)[o]);
 	}
 	return 0;
 }
@@ -548,9 +478,9 @@ static int nms_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EINVAL,
 				    "node '%s' (NonMaxSuppression): attribute center_point_box is %lld, expected 0 or 1",
 				    c->node->name, (long long)v);
-	struct nms_state *s = calloc(1, sizeof(*s));
+	struct nms_state *s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	s->center_point_box = v != 0;
 	*state = s;
 	return 0;
@@ -751,39 +681,13 @@ static int shrink_init(es_op_init_ctx *c, void **state)
 	if ((rc = es_node_attr_float(c->node, "lambd", 0.5f, &l, c->err)) ||
 	    (rc = es_node_attr_float(c->node, "bias", 0.0f, &b, c->err)))
 		return rc;
-	struct shrink_state *s = calloc(1, sizeof(*s));
+	struct shrink_state *s = es_op_state_alloc(c, sizeof(*s));
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	s->lambd = l;
 	s->bias = b;
 	*state = s;
 	return 0;
-}
-
-/* Integers: the result truncates and saturates to the type. */
-static void store_sat(void *p, es_dtype dt, int64_t i, double v)
-{
-	double lo, hi;
-	switch (dt) {
-	case ES_DT_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
-	case ES_DT_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
-	case ES_DT_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
-	case ES_DT_UINT8: lo = 0; hi = UINT8_MAX; break;
-	case ES_DT_UINT16: lo = 0; hi = UINT16_MAX; break;
-	case ES_DT_UINT32: lo = 0; hi = UINT32_MAX; break;
-	case ES_DT_INT64:
-		((int64_t *)p)[i] = v != v ? 0 : v >= 0x1p63 ? INT64_MAX :
-				    v <= -0x1p63 ? INT64_MIN : (int64_t)v;
-		return;
-	case ES_DT_UINT64:
-		((uint64_t *)p)[i] = !(v > 0) ? 0 : v >= 0x1p64 ? UINT64_MAX : (uint64_t)v;
-		return;
-	default:
-		store_real(p, dt, i, v);
-		return;
-	}
-	v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v;
-	store_bits(p, dt, i, (uint64_t)(int64_t)v);
 }
 
 static int shrink_run(es_kctx *k)
@@ -794,7 +698,7 @@ static int shrink_run(es_kctx *k)
 	int rc;
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input 'input' is missing");
-	if ((rc = check_dtype(k, x, ES_T_NUMERIC, "input")))
+	if ((rc = es_op_check_dtype(k, x, ES_T_NUMERIC, "input")))
 		return rc;
 	if ((rc = es_kctx_output_inplace(k, 0, 0, x->dtype, x->ndim, x->dims, &inplace)))
 		return rc;
@@ -811,9 +715,10 @@ static int shrink_run(es_kctx *k)
 		return 0;
 	}
 	for (int64_t i = 0; i < n; i++) {
-		double v = load_real(x->data, x->dtype, i);
-		store_sat(y->data, y->dtype, i,
-			  v < -s->lambd ? v + s->bias : v > s->lambd ? v - s->bias : 0);
+		double v = es_op_load_f64(x->dtype, x->data, i);
+		/* integers: the result truncates and saturates to the type */
+		es_op_store_f64(y->dtype, y->data, i,
+				v < -s->lambd ? v + s->bias : v > s->lambd ? v - s->bias : 0);
 	}
 	return 0;
 }
@@ -826,16 +731,16 @@ static const es_op_def defs[] = {
 	{ .domain = "", .op_type = "Einsum", .since = 12, .until = 0,
 	  .min_inputs = 1, .max_inputs = ES_VARIADIC, .min_outputs = 1, .max_outputs = 1,
 	  .types = EIN_T, .same_type_inputs = UINT32_MAX, .out_type = ES_OUT_SAME,
-	  .init = ein_init, .fini = free_state, .run = ein_run },
+	  .init = ein_init, .fini = es_op_state_free, .run = ein_run },
 	{ .domain = "", .op_type = "NonMaxSuppression", .since = 10, .until = 0,
 	  .min_inputs = 2, .max_inputs = 5, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T(ES_DT_FLOAT), .same_type_inputs = ES_T(1),
 	  .out_type = ES_OUT_FIXED, .out_dtype = ES_DT_INT64,
-	  .init = nms_init, .fini = free_state, .run = nms_run },
+	  .init = nms_init, .fini = es_op_state_free, .run = nms_run },
 	{ .domain = "", .op_type = "Shrink", .since = 9, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_NUMERIC & ~ES_T(ES_DT_BFLOAT16), .out_type = ES_OUT_SAME,
-	  .init = shrink_init, .fini = free_state, .run = shrink_run },
+	  .init = shrink_init, .fini = es_op_state_free, .run = shrink_run },
 };
 
 const es_op_table es_ops_misc = { defs, sizeof(defs) / sizeof(defs[0]) };

@@ -10,92 +10,21 @@
  */
 #include <inttypes.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static const char *shape_str(char *buf, size_t len, const es_tensor *t)
-{
-	size_t pos = 0;
-	pos += (size_t)snprintf(buf, len, "[");
-	for (int d = 0; d < t->ndim && pos < len; d++)
-		pos += (size_t)snprintf(buf + pos, len - pos, "%s%" PRId64,
-					d ? "," : "", t->dims[d]);
-	if (pos < len)
-		snprintf(buf + pos, len - pos, "]");
-	return buf;
-}
-
-/* True when the product of t's non-zero dims fits in int64_t, so every
- * partial product of its dims does too (an empty tensor may carry huge
- * dims next to its zero). */
-static bool dims_fit(const es_tensor *t)
-{
-	int64_t n = 1;
-	for (int d = 0; d < t->ndim; d++) {
-		if (t->dims[d] < 0)
-			return false;
-		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
-			return false;
-	}
-	return true;
-}
-
-static bool is_float_type(es_dtype dt)
-{
-	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
-	       dt == ES_DT_BFLOAT16;
-}
-
-static void *scratch(es_kctx *k, int64_t n, size_t elem)
-{
-	size_t bytes;
-	if (n < 0 || es_mul_size((size_t)n, elem, &bytes)) {
-		es_kctx_fail(k, ES_ERANGE, "temporary of %" PRId64 " elements is too large", n);
-		return NULL;
-	}
-	void *p = es_kctx_scratch(k, bytes);
-	if (!p)
-		es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes of scratch", bytes);
-	return p;
-}
-
-static double load_elem(const es_tensor *t, int64_t i)
-{
-	switch (t->dtype) {
-	case ES_DT_FLOAT: return ((const float *)t->data)[i];
-	case ES_DT_DOUBLE: return ((const double *)t->data)[i];
-	case ES_DT_FLOAT16: return es_half_to_float(((const uint16_t *)t->data)[i]);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(((const uint16_t *)t->data)[i]);
-	default: return 0;
-	}
-}
-
-static void store_elem(es_tensor *t, int64_t i, double v)
-{
-	switch (t->dtype) {
-	case ES_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
-	case ES_DT_DOUBLE: ((double *)t->data)[i] = v; break;
-	case ES_DT_FLOAT16: ((uint16_t *)t->data)[i] = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: ((uint16_t *)t->data)[i] = es_float_to_bf16((float)v); break;
-	default: break;
-	}
-}
 
 /* A parameter tensor (scale, bias, mean, var) as a double array. */
 static double *load_param(es_kctx *k, const es_tensor *t)
 {
 	int64_t n = es_tensor_numel(t);
-	double *p = scratch(k, n, sizeof(double));
+	double *p = es_op_scratch(k, n, sizeof(double));
 	if (p)
 		for (int64_t i = 0; i < n; i++)
-			p[i] = load_elem(t, i);
+			p[i] = es_op_load_f64(t->dtype, t->data, i);
 	return p;
 }
 
@@ -116,32 +45,25 @@ static int work_begin(es_kctx *k, const es_tensor *X, es_tensor *Y, work *w)
 {
 	w->n = es_tensor_numel(X);
 	w->Y = Y;
-	w->copy = NULL;
+	w->x = w->y = w->copy = NULL;
 	w->wide = X->dtype == ES_DT_DOUBLE;
 	if (X->dtype == ES_DT_FLOAT || X->dtype == ES_DT_DOUBLE) {
 		w->x = X->data;
 		w->y = Y->data;
 		return 0;
 	}
-	w->copy = scratch(k, w->n, sizeof(float));
+	w->copy = es_op_scratch(k, w->n, sizeof(float));
 	if (!w->copy)
 		return k->err->code;
-	const uint16_t *h = X->data;
-	bool bf = X->dtype == ES_DT_BFLOAT16;
-	for (int64_t i = 0; i < w->n; i++)
-		w->copy[i] = bf ? es_bf16_to_float(h[i]) : es_half_to_float(h[i]);
+	es_op_half_to_f32(X->dtype, X->data, w->copy, w->n);
 	w->x = w->y = w->copy;
 	return 0;
 }
 
 static void work_end(work *w)
 {
-	if (!w->copy)
-		return;
-	uint16_t *h = w->Y->data;
-	bool bf = w->Y->dtype == ES_DT_BFLOAT16;
-	for (int64_t i = 0; i < w->n; i++)
-		h[i] = bf ? es_float_to_bf16(w->copy[i]) : es_float_to_half(w->copy[i]);
+	if (w->copy)
+		es_op_f32_to_half(w->Y->dtype, w->copy, w->Y->data, w->n);
 }
 
 /* Y with X's type and shape, sharing X's buffer when the executor can. */
@@ -149,12 +71,6 @@ static int output_like(es_kctx *k, const es_tensor *X)
 {
 	bool inplace;
 	return es_kctx_output_inplace(k, 0, 0, X->dtype, X->ndim, X->dims, &inplace);
-}
-
-/* Whether optional output i is wired to a value. */
-static bool has_output(const es_node *n, int i)
-{
-	return i < n->n_outputs && n->outputs[i] >= 0;
 }
 
 static int check_epsilon(es_op_init_ctx *c, float eps)
@@ -296,9 +212,9 @@ static int bn_init(es_op_init_ctx *c, void **state)
 						       : "which is not supported before opset 14");
 		}
 	}
-	bn_state *st = calloc(1, sizeof(*st));
+	bn_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->epsilon = eps;
 	st->momentum = momentum;
 	st->spatial = spatial != 0;
@@ -316,14 +232,14 @@ static int bn_run(es_kctx *k)
 	char sx[192], sp[192];
 	int rc;
 
-	if (!is_float_type(X->dtype))
+	if (!es_op_is_float(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input X type %s is not supported",
 				    es_dtype_name(X->dtype));
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	if (X->ndim < 2)
 		return es_kctx_fail(k, ES_ESHAPE, "input X %s must have rank >= 2 (N, C, ...)",
-				    shape_str(sx, sizeof(sx), X));
+				    es_op_fmt_shape(sx, sizeof(sx), X));
 	int64_t N = X->dims[0], C = X->dims[1], S = 1;
 	for (int d = 2; d < X->ndim; d++)
 		S *= X->dims[d];
@@ -333,15 +249,15 @@ static int bn_run(es_kctx *k)
 		p[i] = es_kin(k, i);
 		if (!p[i])
 			return es_kctx_fail(k, ES_EINVAL, "input %s is missing", names[i]);
-		if (!is_float_type(p[i]->dtype))
+		if (!es_op_is_float(p[i]->dtype))
 			return es_kctx_fail(k, ES_ETYPE, "input %s type %s is not supported",
 					    names[i], es_dtype_name(p[i]->dtype));
-		if (!dims_fit(p[i]) || es_tensor_numel(p[i]) != P ||
+		if (!es_op_dims_fit(p[i]) || es_tensor_numel(p[i]) != P ||
 		    (st->spatial && p[i]->ndim != 1))
 			return es_kctx_fail(k, ES_ESHAPE,
 				"input %s %s does not match X %s: expected %s%" PRId64 " values",
-				names[i], shape_str(sp, sizeof(sp), p[i]),
-				shape_str(sx, sizeof(sx), X),
+				names[i], es_op_fmt_shape(sp, sizeof(sp), p[i]),
+				es_op_fmt_shape(sx, sizeof(sx), X),
 				st->spatial ? "one per channel, " : "one per activation, ", P);
 	}
 	if (st->training && !st->spatial)
@@ -351,7 +267,7 @@ static int bn_run(es_kctx *k)
 		return rc;
 	double *scale = load_param(k, p[1]), *bias = load_param(k, p[2]);
 	double *mean = load_param(k, p[3]), *var = load_param(k, p[4]);
-	double *a = scratch(k, 2 * P, sizeof(double));
+	double *a = es_op_scratch(k, 2 * P, sizeof(double));
 	if (!scale || !bias || !mean || !var || !a)
 		return k->err->code;
 	double *b = a + P;
@@ -361,7 +277,7 @@ static int bn_run(es_kctx *k)
 
 	double *cur_mean = NULL, *cur_var = NULL;
 	if (st->training) {
-		cur_mean = scratch(k, 2 * C, sizeof(double));
+		cur_mean = es_op_scratch(k, 2 * C, sizeof(double));
 		if (!cur_mean)
 			return k->err->code;
 		cur_var = cur_mean + C;
@@ -405,7 +321,7 @@ static int bn_run(es_kctx *k)
 
 	/* running_mean, running_var (and before 14: saved_mean, saved_var) */
 	for (int o = 1; o < k->n_outputs && o < 5; o++) {
-		if (!has_output(k->node, o))
+		if (!es_op_has_output(k, o))
 			continue;
 		const es_tensor *src = p[o == 1 || o == 3 ? 3 : 4];
 		if ((rc = es_kctx_output(k, o, src->dtype, src->ndim, src->dims)))
@@ -417,7 +333,7 @@ static int bn_run(es_kctx *k)
 				double cur = o == 1 ? cur_mean[i] : cur_var[i];
 				run = run * st->momentum + cur * (1.0 - st->momentum);
 			}
-			store_elem(out, i, run);
+			es_op_store_f64(out->dtype, out->data, i, run);
 		}
 	}
 	return 0;
@@ -436,9 +352,9 @@ static int instnorm_init(es_op_init_ctx *c, void **state)
 	if ((rc = es_node_attr_float(c->node, "epsilon", 1e-5f, &eps, c->err)) ||
 	    (rc = check_epsilon(c, eps)))
 		return rc;
-	eps_state *st = calloc(1, sizeof(*st));
+	eps_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->epsilon = eps;
 	*state = st;
 	return 0;
@@ -451,24 +367,24 @@ static int instnorm_run(es_kctx *k)
 	char sx[192], sp[192], sb[192];
 	int rc;
 
-	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
-	    !is_float_type(bi->dtype))
+	if (!es_op_is_float(X->dtype) || !es_op_is_float(sc->dtype) ||
+	    !es_op_is_float(bi->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "types %s, %s, %s are not supported",
 				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
 				    es_dtype_name(bi->dtype));
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	if (X->ndim < 2)
 		return es_kctx_fail(k, ES_ESHAPE, "input %s must have rank >= 2 (N, C, ...)",
-				    shape_str(sx, sizeof(sx), X));
+				    es_op_fmt_shape(sx, sizeof(sx), X));
 	int64_t N = X->dims[0], C = X->dims[1], S = 1;
 	for (int d = 2; d < X->ndim; d++)
 		S *= X->dims[d];
 	if (sc->ndim != 1 || sc->dims[0] != C || bi->ndim != 1 || bi->dims[0] != C)
 		return es_kctx_fail(k, ES_ESHAPE,
 			"scale %s and B %s must both be [%" PRId64 "] for input %s",
-			shape_str(sp, sizeof(sp), sc), shape_str(sb, sizeof(sb), bi),
-			C, shape_str(sx, sizeof(sx), X));
+			es_op_fmt_shape(sp, sizeof(sp), sc), es_op_fmt_shape(sb, sizeof(sb), bi),
+			C, es_op_fmt_shape(sx, sizeof(sx), X));
 	if ((rc = output_like(k, X)))
 		return rc;
 	double *scale = load_param(k, sc), *bias = load_param(k, bi);
@@ -519,9 +435,9 @@ static int ln_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EINVAL,
 			"node '%s' (LayerNormalization): attribute 'stash_type' = %" PRId64 " is not a floating-point type",
 			n->name, stash);
-	ln_state *st = calloc(1, sizeof(*st));
+	ln_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->axis = axis;
 	st->epsilon = eps;
 	st->stash = (es_dtype)stash;
@@ -549,7 +465,7 @@ static double *ln_param(es_kctx *k, const es_tensor *t, const es_tensor *X,
 			goto bad;
 		len *= X->dims[d];
 	}
-	double *out = scratch(k, len, sizeof(double));
+	double *out = es_op_scratch(k, len, sizeof(double));
 	if (!out)
 		return NULL;
 	/* walk the block with an odometer; source strides are 0 on
@@ -565,7 +481,7 @@ static double *ln_param(es_kctx *k, const es_tensor *t, const es_tensor *X,
 	}
 	int64_t src = 0;
 	for (int64_t e = 0; e < len; e++) {
-		out[e] = load_elem(t, src);
+		out[e] = es_op_load_f64(t->dtype, t->data, src);
 		for (int d = r - 1; d >= start; d--) {
 			src += sstride[d];
 			if (++idx[d] < X->dims[d])
@@ -578,7 +494,8 @@ static double *ln_param(es_kctx *k, const es_tensor *t, const es_tensor *X,
 	return out;
 bad:
 	es_kctx_fail(k, ES_ESHAPE, "input %s %s cannot be broadcast to X %s normalised from axis %" PRId64,
-		     name, shape_str(st_, sizeof(st_), t), shape_str(sx, sizeof(sx), X), axis);
+		     name, es_op_fmt_shape(st_, sizeof(st_), t),
+		     es_op_fmt_shape(sx, sizeof(sx), X), axis);
 	return NULL;
 }
 
@@ -589,19 +506,19 @@ static int ln_run(es_kctx *k)
 	char sx[192];
 	int rc;
 
-	if (!is_float_type(X->dtype) || !is_float_type(sc->dtype) ||
-	    (bi && !is_float_type(bi->dtype)))
+	if (!es_op_is_float(X->dtype) || !es_op_is_float(sc->dtype) ||
+	    (bi && !es_op_is_float(bi->dtype)))
 		return es_kctx_fail(k, ES_ETYPE, "types X %s, Scale %s, B %s are not supported",
 				    es_dtype_name(X->dtype), es_dtype_name(sc->dtype),
 				    bi ? es_dtype_name(bi->dtype) : "absent");
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
 	int64_t axis = st->axis;
 	if (axis < -r || axis > r)
 		return es_kctx_fail(k, ES_EINVAL,
 			"attribute 'axis' = %" PRId64 " is outside [%d, %d] for X %s",
-			axis, -r, r, shape_str(sx, sizeof(sx), X));
+			axis, -r, r, es_op_fmt_shape(sx, sizeof(sx), X));
 	if (axis < 0)
 		axis += r;
 	int64_t outer = 1, D = 1;
@@ -632,7 +549,7 @@ static int ln_run(es_kctx *k)
 			stats[i - 1] = *k->outputs[i];
 		} else {
 			stats[i - 1] = (es_tensor){ .dtype = st->stash };
-			stats[i - 1].data = scratch(k, outer, es_dtype_size(st->stash));
+			stats[i - 1].data = es_op_scratch(k, outer, es_dtype_size(st->stash));
 			if (!stats[i - 1].data)
 				return k->err->code;
 		}
@@ -652,8 +569,8 @@ static int ln_run(es_kctx *k)
 		const double *s_row = D ? scale + (o * D) % slen : scale;
 		const double *b_row = bias && D ? bias + (o * D) % blen : bias;
 		NORM_ROW(&w, o * D, D, m, inv, s_row, b_row);
-		store_elem(Mean, o, m);
-		store_elem(Inv, o, inv);
+		es_op_store_f64(Mean->dtype, Mean->data, o, m);
+		es_op_store_f64(Inv->dtype, Inv->data, o, inv);
 	}
 	work_end(&w);
 	return 0;
@@ -682,9 +599,9 @@ static int lp_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EINVAL,
 			"node '%s' (LpNormalization): attribute 'axis' = %" PRId64 " is out of range",
 			n->name, axis);
-	lp_state *st = calloc(1, sizeof(*st));
+	lp_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->axis = axis;
 	st->p = (int)p;
 	*state = st;
@@ -697,19 +614,17 @@ static int lp_run(es_kctx *k)
 	const es_tensor *X = es_kin(k, 0);
 	char sx[192];
 	int rc;
-	if (!is_float_type(X->dtype))
+	if (!es_op_is_float(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
 				    es_dtype_name(X->dtype));
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
-	int64_t axis = st->axis;
-	if (axis < -r || axis >= r)
+	int axis;
+	if (!es_op_norm_axis(st->axis, r, &axis))
 		return es_kctx_fail(k, ES_EINVAL,
 			"attribute 'axis' = %" PRId64 " is outside [%d, %d] for input %s",
-			axis, -r, r - 1, shape_str(sx, sizeof(sx), X));
-	if (axis < 0)
-		axis += r;
+			st->axis, -r, r - 1, es_op_fmt_shape(sx, sizeof(sx), X));
 	int64_t outer = 1, n = X->dims[axis], inner = 1;
 	for (int d = 0; d < r; d++) {
 		if (d < axis)
@@ -753,9 +668,9 @@ static int mvn_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EINVAL,
 			"node '%s' (MeanVarianceNormalization): %zu axes, at most %d",
 			c->node->name, n_axes, ES_MAX_DIMS);
-	mvn_state *st = calloc(1, sizeof(*st));
+	mvn_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->n_axes = n_axes;
 	memcpy(st->axes, axes, n_axes * sizeof(int64_t));
 	*state = st;
@@ -773,20 +688,20 @@ static int mvn_run(es_kctx *k)
 	const es_tensor *X = es_kin(k, 0);
 	char sx[192];
 	int rc;
-	if (!is_float_type(X->dtype))
+	if (!es_op_is_float(X->dtype))
 		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
 				    es_dtype_name(X->dtype));
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input X has too many elements");
 	int r = X->ndim;
 	bool reduce[ES_MAX_DIMS] = { false };
 	for (size_t i = 0; i < st->n_axes; i++) {
-		int64_t a = st->axes[i];
-		if (a < -r || a >= r)
+		int a;
+		if (!es_op_norm_axis(st->axes[i], r, &a))
 			return es_kctx_fail(k, ES_EINVAL,
 				"axis %" PRId64 " of attribute 'axes' is outside [%d, %d] for input %s",
-				a, -r, r - 1, shape_str(sx, sizeof(sx), X));
-		reduce[a < 0 ? a + r : a] = true;
+				st->axes[i], -r, r - 1, es_op_fmt_shape(sx, sizeof(sx), X));
+		reduce[a] = true;
 	}
 	/* group strides: dense over the kept dims, 0 on reduced dims */
 	int64_t gstride[ES_MAX_DIMS], groups = 1;
@@ -800,7 +715,7 @@ static int mvn_run(es_kctx *k)
 		return rc;
 	if (total == 0)
 		return 0;
-	double *mean = scratch(k, 3 * groups, sizeof(double));
+	double *mean = es_op_scratch(k, 3 * groups, sizeof(double));
 	if (!mean)
 		return k->err->code;
 	double *m2 = mean + groups, *cnt = m2 + groups;
@@ -861,7 +776,7 @@ static int mvn_run(es_kctx *k)
 	  .min_inputs = min_in, .max_inputs = max_in, .min_outputs = 1,   \
 	  .max_outputs = max_out, .types = types_,                        \
 	  .same_type_inputs = same_, .out_type = ES_OUT_SAME,             \
-	  .init = init_, .fini = free, .run = run_ }
+	  .init = init_, .fini = es_op_state_free, .run = run_ }
 
 static const es_op_def defs[] = {
 	/* 1, 6: is_test and spatial; 7: spatial; 9: per channel only;

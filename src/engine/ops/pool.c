@@ -23,17 +23,11 @@
 #include "base/alloc.h"
 #include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 #define MAX_SP 3 /* spatial dims of non-global pools */
 
 enum pool_kind { POOL_MAX, POOL_AVG, POOL_LP };
-
-enum auto_pad {
-	AUTO_PAD_NOTSET,
-	AUTO_PAD_SAME_UPPER,
-	AUTO_PAD_SAME_LOWER,
-	AUTO_PAD_VALID,
-};
 
 struct pool_state {
 	enum pool_kind kind;
@@ -43,7 +37,7 @@ struct pool_state {
 	int64_t strides[MAX_SP];
 	int64_t dilations[MAX_SP];
 	int64_t pads[2 * MAX_SP];
-	enum auto_pad auto_pad;
+	es_auto_pad auto_pad;
 	bool ceil_mode;
 	bool count_include_pad;
 	bool col_major; /* storage_order 1: Indices count column-major */
@@ -238,30 +232,19 @@ static int attr_check(const es_op_init_ctx *c, const char *name,
 				    "%s node '%s': attribute %s has %d values, expected %d (kernel_shape has %d spatial dims)",
 				    c->node->op_type, c->node->name, name, n, want,
 				    strcmp(name, "pads") ? want : want / 2);
-	for (int i = 0; i < n; i++)
-		if (v[i] < min)
-			return es_error_set(c->err, ES_EINVAL,
-					    "%s node '%s': attribute %s[%d] is %lld, must be >= %lld",
-					    c->node->op_type, c->node->name, name, i,
-					    (long long)v[i], (long long)min);
-	return 0;
-}
-
-static void pool_fini(void *state)
-{
-	free(state);
+	return es_op_attr_check_min(c, name, v, n, min);
 }
 
 static int pool_init_common(es_op_init_ctx *c, void **state, enum pool_kind kind,
 			    bool global)
 {
-	struct pool_state *st = calloc(1, sizeof(*st));
+	struct pool_state *st = es_op_state_alloc(c, sizeof(*st));
 	const es_node *node = c->node;
 	int n, rc;
 	bool present;
 
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->kind = kind;
 	st->global = global;
 	st->p = 2.0;
@@ -320,23 +303,8 @@ static int pool_init_common(es_op_init_ctx *c, void **state, enum pool_kind kind
 	if (present && (rc = attr_check(c, "pads", st->pads, n, 2 * st->nsp, 0)))
 		goto out_fail;
 
-	const char *ap;
-	if ((rc = es_node_attr_string(node, "auto_pad", "NOTSET", &ap, c->err)))
+	if ((rc = es_op_attr_auto_pad(c, &st->auto_pad)))
 		goto out_fail;
-	if (!strcmp(ap, "NOTSET") || !strcmp(ap, ""))
-		st->auto_pad = AUTO_PAD_NOTSET;
-	else if (!strcmp(ap, "SAME_UPPER"))
-		st->auto_pad = AUTO_PAD_SAME_UPPER;
-	else if (!strcmp(ap, "SAME_LOWER"))
-		st->auto_pad = AUTO_PAD_SAME_LOWER;
-	else if (!strcmp(ap, "VALID"))
-		st->auto_pad = AUTO_PAD_VALID;
-	else {
-		rc = es_error_set(c->err, ES_EINVAL,
-				  "%s node '%s': attribute auto_pad is '%.40s', expected NOTSET, SAME_UPPER, SAME_LOWER or VALID",
-				  node->op_type, node->name, ap);
-		goto out_fail;
-	}
 
 	int64_t v;
 	if ((rc = es_node_attr_int(node, "ceil_mode", 0, &v, c->err)))
@@ -428,22 +396,13 @@ static int pool_geometry(es_kctx *k, const struct pool_state *st,
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "input X has size %lld on spatial axis %d, expected >= 1",
 					    (long long)in, d);
-		if (st->auto_pad == AUTO_PAD_SAME_UPPER || st->auto_pad == AUTO_PAD_SAME_LOWER) {
+		if (st->auto_pad == ES_AUTO_PAD_SAME_UPPER || st->auto_pad == ES_AUTO_PAD_SAME_LOWER) {
 			out = in / s + (in % s != 0);
-			if (__builtin_mul_overflow(out - 1, s, &t) || __builtin_add_overflow(t, ext, &t))
+			if (es_op_same_pads(in, s, ext, st->auto_pad == ES_AUTO_PAD_SAME_UPPER,
+					    &pb, &pe))
 				return es_kctx_fail(k, ES_ERANGE, "padding on axis %d overflows", d);
-			t -= in;
-			if (t < 0)
-				t = 0;
-			if (st->auto_pad == AUTO_PAD_SAME_UPPER) {
-				pb = t / 2;
-				pe = t - pb;
-			} else {
-				pe = t / 2;
-				pb = t - pe;
-			}
 		} else {
-			if (st->auto_pad == AUTO_PAD_VALID) {
+			if (st->auto_pad == ES_AUTO_PAD_VALID) {
 				pb = pe = 0;
 			} else {
 				pb = st->pads[d];
@@ -494,8 +453,7 @@ static int pool_run(es_kctx *k)
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input X is required");
 	es_dtype dt = x->dtype;
-	bool ok = dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
-		  dt == ES_DT_BFLOAT16 ||
+	bool ok = es_op_is_float(dt) ||
 		  (st->kind == POOL_MAX && !st->global &&
 		   (dt == ES_DT_INT8 || dt == ES_DT_UINT8));
 	if (!ok)
@@ -510,7 +468,7 @@ static int pool_run(es_kctx *k)
 		return rc;
 	es_tensor *y = k->outputs[0];
 	int64_t *ind = NULL;
-	bool want_ind = st->kind == POOL_MAX && k->n_outputs > 1 && k->node->outputs[1] >= 0;
+	bool want_ind = st->kind == POOL_MAX && es_op_has_output(k, 1);
 	if (want_ind) {
 		if ((rc = es_kctx_output(k, 1, ES_DT_INT64, x->ndim, ydims)))
 			return rc;
@@ -601,7 +559,7 @@ static int pool_run(es_kctx *k)
 		.min_inputs = 1, .max_inputs = 1,                             \
 		.min_outputs = 1, .max_outputs = nout,                        \
 		.types = types_v, .out_type = ES_OUT_SAME,                    \
-		.init = initf, .fini = pool_fini, .run = pool_run,            \
+		.init = initf, .fini = es_op_state_free, .run = pool_run,            \
 	}
 
 static const es_op_def defs[] = {

@@ -25,6 +25,7 @@
 #include "base/alloc.h"
 #include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* Elements converted per chunk and the work below which we stay serial. */
 #define CHUNK 2048
@@ -115,87 +116,13 @@ static void load_dom(enum dom d, void *dst, const void *src, es_dtype dt,
 	}
 }
 
-static int64_t sat_i64(double v, int64_t lo, int64_t hi)
-{
-	if (v != v)
-		return 0;
-	if (v <= (double)lo)
-		return lo;
-	if (v >= (double)hi)
-		return hi;
-	return (int64_t)v;
-}
-
-static uint64_t sat_u64(double v, uint64_t hi)
-{
-	if (!(v > 0))
-		return 0;
-	if (v >= (double)hi)
-		return hi;
-	return (uint64_t)v;
-}
-
-/* Stores a real result, saturating (NaN -> 0) for integer dtypes. */
-static void store_real(void *dst, es_dtype dt, int64_t i, double v)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: ((float *)dst)[i] = (float)v; break;
-	case ES_DT_DOUBLE: ((double *)dst)[i] = v; break;
-	case ES_DT_FLOAT16: ((uint16_t *)dst)[i] = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: ((uint16_t *)dst)[i] = es_float_to_bf16((float)v); break;
-	case ES_DT_INT8: ((int8_t *)dst)[i] = (int8_t)sat_i64(v, INT8_MIN, INT8_MAX); break;
-	case ES_DT_INT16: ((int16_t *)dst)[i] = (int16_t)sat_i64(v, INT16_MIN, INT16_MAX); break;
-	case ES_DT_INT32: ((int32_t *)dst)[i] = (int32_t)sat_i64(v, INT32_MIN, INT32_MAX); break;
-	case ES_DT_INT64: ((int64_t *)dst)[i] = sat_i64(v, INT64_MIN, INT64_MAX); break;
-	case ES_DT_UINT8: ((uint8_t *)dst)[i] = (uint8_t)sat_u64(v, UINT8_MAX); break;
-	case ES_DT_UINT16: ((uint16_t *)dst)[i] = (uint16_t)sat_u64(v, UINT16_MAX); break;
-	case ES_DT_UINT32: ((uint32_t *)dst)[i] = (uint32_t)sat_u64(v, UINT32_MAX); break;
-	case ES_DT_UINT64: ((uint64_t *)dst)[i] = sat_u64(v, UINT64_MAX); break;
-	case ES_DT_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
-	default: break;
-	}
-}
-
-/* Stores an integer result; narrower integer dtypes keep the low bits, as
- * arithmetic in the input type would have. */
-static void store_int(void *dst, es_dtype dt, int64_t i, uint64_t v)
-{
-	switch (dt) {
-	case ES_DT_INT8: ((int8_t *)dst)[i] = (int8_t)v; break;
-	case ES_DT_INT16: ((int16_t *)dst)[i] = (int16_t)v; break;
-	case ES_DT_INT32: ((int32_t *)dst)[i] = (int32_t)v; break;
-	case ES_DT_INT64: ((int64_t *)dst)[i] = (int64_t)v; break;
-	case ES_DT_UINT8: ((uint8_t *)dst)[i] = (uint8_t)v; break;
-	case ES_DT_UINT16: ((uint16_t *)dst)[i] = (uint16_t)v; break;
-	case ES_DT_UINT32: ((uint32_t *)dst)[i] = (uint32_t)v; break;
-	case ES_DT_UINT64: ((uint64_t *)dst)[i] = v; break;
-	case ES_DT_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
-	default: break;
-	}
-}
-
-static int check_dtype(es_kctx *k, const es_tensor *x, uint32_t allowed,
-		       const char *what)
-{
-	if (x->dtype == ES_DT_STRING)
-		return es_kctx_fail(k, ES_EUNSUPPORTED,
-				    "input '%s' has type string, which the engine does not support",
-				    what);
-	if ((unsigned)x->dtype >= 32 || !(allowed & ES_T(x->dtype)))
-		return es_kctx_fail(k, ES_ETYPE,
-				    "input '%s' has type %s, which this operator does not accept",
-				    what, es_dtype_name(x->dtype));
-	return 0;
-}
-
 static int normalize_axis(es_kctx *k, int64_t axis, int rank, const char *what,
 			  int *out)
 {
-	if (axis < -(int64_t)rank || axis >= rank)
+	if (!es_op_norm_axis(axis, rank, out))
 		return es_kctx_fail(k, ES_ERANGE,
 				    "%s %lld is out of range for an input of rank %d (expected %d to %d)",
 				    what, (long long)axis, rank, -rank, rank - 1);
-	*out = (int)(axis < 0 ? axis + rank : axis);
 	return 0;
 }
 
@@ -539,7 +466,7 @@ static void red_finish(enum red_kind kind, enum dom d, const void *acc,
 				break;
 			default: break;
 			}
-			store_real(out, dt, i, v);
+			es_op_store_f64(dt, out, i, v);
 			continue;
 		}
 		bool sgn = d == DOM_I64;
@@ -554,23 +481,23 @@ static void red_finish(enum red_kind kind, enum dom d, const void *acc,
 				u = (uint64_t)((int64_t)u / count);
 			else
 				u = u / (uint64_t)count;
-			store_int(out, dt, i, u);
+			es_op_store_i64(dt, out, i, (int64_t)u);
 			break;
 		case RK_L2:
-			store_real(out, dt, i, sqrt(real));
+			es_op_store_f64(dt, out, i, sqrt(real));
 			break;
 		case RK_LOGSUM:
-			store_real(out, dt, i, log(real));
+			es_op_store_f64(dt, out, i, log(real));
 			break;
 		case RK_MAX: case RK_MIN:
 			/* in range except for the identity of an empty set,
 			 * which saturates to the type's limit */
-			store_real(out, dt, i, real);
+			es_op_store_f64(dt, out, i, real);
 			if (dt == ES_DT_INT64 || dt == ES_DT_UINT64)
-				store_int(out, dt, i, u);
+				es_op_store_i64(dt, out, i, (int64_t)u);
 			break;
 		default:
-			store_int(out, dt, i, u);
+			es_op_store_i64(dt, out, i, (int64_t)u);
 			break;
 		}
 	}
@@ -588,11 +515,11 @@ struct red_state {
 static int red_init_common(es_op_init_ctx *c, void **state, bool axes_input)
 {
 	const es_node *node = c->node;
-	struct red_state *s = calloc(1, sizeof(*s));
+	struct red_state *s = es_op_state_alloc(c, sizeof(*s));
 	int64_t v;
 	int rc;
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	size_t i;
 	for (i = 0; i < sizeof(red_names) / sizeof(red_names[0]); i++)
 		if (!strcmp(node->op_type, red_names[i].op_type))
@@ -649,11 +576,6 @@ static int red_init_input(es_op_init_ctx *c, void **state)
 	return red_init_common(c, state, true);
 }
 
-static void free_state(void *state)
-{
-	free(state);
-}
-
 static int red_run(es_kctx *k)
 {
 	const struct red_state *s = k->state;
@@ -666,7 +588,7 @@ static int red_run(es_kctx *k)
 
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input 'data' is missing");
-	if ((rc = check_dtype(k, x, ES_T_NUMERIC, "data")))
+	if ((rc = es_op_check_dtype(k, x, ES_T_NUMERIC, "data")))
 		return rc;
 	rank = x->ndim;
 	if (axes_t) {
@@ -786,11 +708,11 @@ struct arg_state {
 static int arg_init_common(es_op_init_ctx *c, void **state, bool has_last)
 {
 	const es_node *node = c->node;
-	struct arg_state *s = calloc(1, sizeof(*s));
+	struct arg_state *s = es_op_state_alloc(c, sizeof(*s));
 	int64_t v;
 	int rc;
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	s->is_max = !strcmp(node->op_type, "ArgMax");
 	if ((rc = es_node_attr_int(node, "axis", 0, &s->axis, c->err)))
 		goto out_free;
@@ -921,7 +843,7 @@ static int arg_run(es_kctx *k)
 	int axis = 0, rc;
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input 'data' is missing");
-	if ((rc = check_dtype(k, x, ES_T_NUMERIC, "data")))
+	if ((rc = es_op_check_dtype(k, x, ES_T_NUMERIC, "data")))
 		return rc;
 	if (x->ndim == 0)
 		return es_kctx_fail(k, ES_ESHAPE, "input 'data' is a scalar; expected rank >= 1");
@@ -962,7 +884,7 @@ static int arg_run(es_kctx *k)
 		.esz = es_dtype_size(x->dtype), .n = n, .inner = inner,
 		.out = k->outputs[0]->data,
 	};
-	bool par = threads > 1 && outer > 1 && outer * n * inner >= PAR_MIN_WORK;
+	bool par = outer > 1 && es_op_threads(k, outer * n * inner, PAR_MIN_WORK) > 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if(par)
 	for (int64_t o = 0; o < outer; o++)
 		arg_outer(&j, o, bufs + (size_t)omp_get_thread_num() * buf_bytes);
@@ -982,11 +904,11 @@ struct topk_state {
 static int topk_init_common(es_op_init_ctx *c, void **state, int version)
 {
 	const es_node *node = c->node;
-	struct topk_state *s = calloc(1, sizeof(*s));
+	struct topk_state *s = es_op_state_alloc(c, sizeof(*s));
 	int64_t v;
 	int rc;
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	if ((rc = es_node_attr_int(node, "axis", -1, &s->axis, c->err)))
 		goto out_free;
 	s->largest = true;
@@ -1119,7 +1041,7 @@ static int topk_run(es_kctx *k)
 	int64_t kk = s->k;
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input 'X' is missing");
-	if ((rc = check_dtype(k, x, ES_T_NUMERIC, "X")))
+	if ((rc = es_op_check_dtype(k, x, ES_T_NUMERIC, "X")))
 		return rc;
 	if (x->ndim == 0)
 		return es_kctx_fail(k, ES_ESHAPE, "input 'X' is a scalar; expected rank >= 1");
@@ -1183,7 +1105,7 @@ static int topk_run(es_kctx *k)
 	int64_t *idxs = k->n_outputs > 1 ? k->outputs[1]->data : NULL;
 	size_t esz = es_dtype_size(x->dtype);
 	int sign = s->largest ? 1 : -1;
-	bool par = threads > 1 && slices > 1 && slices * n >= PAR_MIN_WORK;
+	bool par = slices > 1 && es_op_threads(k, slices * n, PAR_MIN_WORK) > 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if(par)
 	for (int64_t sl = 0; sl < slices; sl++) {
 		char *mine = scratch + (size_t)omp_get_thread_num() * per;
@@ -1226,12 +1148,12 @@ static int topk_run(es_kctx *k)
 	{ .domain = "", .op_type = name, .since = from, .until = to, \
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1, \
 	  .types = t, .out_type = ES_OUT_SAME, .init = red_init_attr, \
-	  .fini = free_state, .run = red_run }
+	  .fini = es_op_state_free, .run = red_run }
 #define RED_INPUT(name, from, to, t) \
 	{ .domain = "", .op_type = name, .since = from, .until = to, \
 	  .min_inputs = 1, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1, \
 	  .types = t, .out_type = ES_OUT_SAME, .init = red_init_input, \
-	  .fini = free_state, .run = red_run }
+	  .fini = es_op_state_free, .run = red_run }
 #define RED_ROWS(name) \
 	RED_ATTR(name, 1, 12, RT_BASE), \
 	RED_ATTR(name, 13, 17, RT_13), \
@@ -1240,11 +1162,11 @@ static int topk_run(es_kctx *k)
 	{ .domain = "", .op_type = name, .since = from, .until = to, \
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1, \
 	  .types = t, .out_type = ES_OUT_FIXED, .out_dtype = ES_DT_INT64, \
-	  .init = ini, .fini = free_state, .run = arg_run }
+	  .init = ini, .fini = es_op_state_free, .run = arg_run }
 #define TOPK_ROW(from, to, nin, t, ini) \
 	{ .domain = "", .op_type = "TopK", .since = from, .until = to, \
 	  .min_inputs = nin, .max_inputs = nin, .min_outputs = 2, .max_outputs = 2, \
-	  .types = t, .out_type = ES_OUT_SAME, .init = ini, .fini = free_state, \
+	  .types = t, .out_type = ES_OUT_SAME, .init = ini, .fini = es_op_state_free, \
 	  .run = topk_run }
 
 static const es_op_def defs[] = {

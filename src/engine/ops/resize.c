@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 #define PAR_MIN_WORK (1 << 15)
 /* Coordinates beyond this are treated as unrepresentable. */
@@ -75,13 +75,13 @@ static int lookup(const struct name_val *t, size_t n, const char *s, int *out)
 static int rs_init(es_op_init_ctx *c, void **state, enum rs_variant v)
 {
 	const es_node *node = c->node;
-	struct rs_state *s = calloc(1, sizeof(*s));
+	struct rs_state *s = es_op_state_alloc(c, sizeof(*s));
 	const char *str;
 	int rc, val;
 	int64_t iv;
 	float f;
 	if (!s)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	s->variant = v;
 	s->coord = CT_ASYMMETRIC;
 	s->nearest = NM_SIMPLE;
@@ -214,11 +214,6 @@ static int upsample9_init(es_op_init_ctx *c, void **st) { return rs_init(c, st, 
 static int resize10_init(es_op_init_ctx *c, void **st) { return rs_init(c, st, RV_RESIZE10); }
 static int resize11_init(es_op_init_ctx *c, void **st) { return rs_init(c, st, RV_RESIZE11); }
 static int resize13_init(es_op_init_ctx *c, void **st) { return rs_init(c, st, RV_RESIZE13); }
-
-static void rs_fini(void *state)
-{
-	free(state);
-}
 
 /* ---- coordinate tables --------------------------------------------------- */
 
@@ -497,58 +492,11 @@ static bool use_f64(es_dtype dt)
 	       dt == ES_DT_INT64 || dt == ES_DT_UINT64;
 }
 
-static double to_real(const void *p, es_dtype dt, int64_t i)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: return ((const float *)p)[i];
-	case ES_DT_DOUBLE: return ((const double *)p)[i];
-	case ES_DT_FLOAT16: return es_half_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(((const uint16_t *)p)[i]);
-	case ES_DT_INT8: return ((const int8_t *)p)[i];
-	case ES_DT_INT16: return ((const int16_t *)p)[i];
-	case ES_DT_INT32: return ((const int32_t *)p)[i];
-	case ES_DT_INT64: return (double)((const int64_t *)p)[i];
-	case ES_DT_UINT8: return ((const uint8_t *)p)[i];
-	case ES_DT_UINT16: return ((const uint16_t *)p)[i];
-	case ES_DT_UINT32: return ((const uint32_t *)p)[i];
-	case ES_DT_UINT64: return (double)((const uint64_t *)p)[i];
-	case ES_DT_BOOL: return ((const uint8_t *)p)[i] != 0;
-	default: return 0;
-	}
-}
-
-static double sat(double v, double lo, double hi)
-{
-	if (v != v)
-		return 0;
-	return v < lo ? lo : v > hi ? hi : v;
-}
-
-/* Integers round to nearest and saturate. */
+/* Stores v into element i of p; integers round to nearest, then saturate. */
 static void from_real(void *p, es_dtype dt, int64_t i, double v)
 {
-	double r = nearbyint(v);
-	switch (dt) {
-	case ES_DT_FLOAT: ((float *)p)[i] = (float)v; break;
-	case ES_DT_DOUBLE: ((double *)p)[i] = v; break;
-	case ES_DT_FLOAT16: ((uint16_t *)p)[i] = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: ((uint16_t *)p)[i] = es_float_to_bf16((float)v); break;
-	case ES_DT_INT8: ((int8_t *)p)[i] = (int8_t)sat(r, INT8_MIN, INT8_MAX); break;
-	case ES_DT_INT16: ((int16_t *)p)[i] = (int16_t)sat(r, INT16_MIN, INT16_MAX); break;
-	case ES_DT_INT32: ((int32_t *)p)[i] = (int32_t)sat(r, INT32_MIN, INT32_MAX); break;
-	case ES_DT_INT64:
-		((int64_t *)p)[i] = r != r ? 0 : r >= 0x1p63 ? INT64_MAX :
-				    r <= -0x1p63 ? INT64_MIN : (int64_t)r;
-		break;
-	case ES_DT_UINT8: ((uint8_t *)p)[i] = (uint8_t)sat(r, 0, UINT8_MAX); break;
-	case ES_DT_UINT16: ((uint16_t *)p)[i] = (uint16_t)sat(r, 0, UINT16_MAX); break;
-	case ES_DT_UINT32: ((uint32_t *)p)[i] = (uint32_t)sat(r, 0, UINT32_MAX); break;
-	case ES_DT_UINT64:
-		((uint64_t *)p)[i] = !(r > 0) ? 0 : r >= 0x1p64 ? UINT64_MAX : (uint64_t)r;
-		break;
-	case ES_DT_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-	default: break;
-	}
+	bool integer = dt != ES_DT_BOOL && !es_op_is_float(dt);
+	es_op_store_f64(dt, p, i, integer ? nearbyint(v) : v);
 }
 
 /* ---- run ----------------------------------------------------------------- */
@@ -572,7 +520,7 @@ static int read_reals(es_kctx *k, const es_tensor *t, const char *what,
 				    "input '%s' has %lld entries, expected %d",
 				    what, (long long)n, max);
 	for (int64_t i = 0; i < n; i++)
-		vals[i] = to_real(t->data, t->dtype, i);
+		vals[i] = es_op_load_f64(t->dtype, t->data, i);
 	*count = (int)n;
 	return 0;
 }
@@ -588,11 +536,8 @@ static int rs_run(es_kctx *k)
 
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input 'X' is missing");
-	if (x->dtype == ES_DT_STRING)
-		return es_kctx_fail(k, ES_EUNSUPPORTED, "input 'X' has type string, which the engine does not support");
-	if ((unsigned)x->dtype >= 32 || !(ES_T_ALL & ES_T(x->dtype)))
-		return es_kctx_fail(k, ES_ETYPE, "input 'X' has type %s, which this operator does not accept",
-				    es_dtype_name(x->dtype));
+	if ((rc = es_op_check_dtype(k, x, ES_T_ALL, "X")))
+		return rc;
 	int r = x->ndim;
 	if (r == 0)
 		return es_kctx_fail(k, ES_ESHAPE, "input 'X' is a scalar; expected rank >= 1");
@@ -743,7 +688,7 @@ static int rs_run(es_kctx *k)
 	p += (size_t)threads * comb_bytes;
 	j.width = odims[r - 1];
 	j.rows = out_numel / j.width;
-	bool par = threads > 1 && j.rows > 1 && out_numel >= PAR_MIN_WORK;
+	bool par = j.rows > 1 && es_op_threads(k, out_numel, PAR_MIN_WORK) > 1;
 
 	if (s->mode == MODE_NEAREST) {
 		size_t esz = es_dtype_size(x->dtype);
@@ -764,9 +709,9 @@ static int rs_run(es_kctx *k)
 		yout = p + (size_t)in_numel * dsz;
 		for (int64_t i = 0; i < in_numel; i++) {
 			if (f64)
-				((double *)xin)[i] = to_real(x->data, x->dtype, i);
+				((double *)xin)[i] = es_op_load_f64(x->dtype, x->data, i);
 			else
-				((float *)xin)[i] = (float)to_real(x->data, x->dtype, i);
+				((float *)xin)[i] = (float)es_op_load_f64(x->dtype, x->data, i);
 		}
 	}
 #pragma omp parallel for num_threads(threads) schedule(static) if(par)
@@ -794,7 +739,7 @@ static int rs_run(es_kctx *k)
 #define RS_ROW(name, from, to, nmin, nmax, t, ini) \
 	{ .domain = "", .op_type = name, .since = from, .until = to, \
 	  .min_inputs = nmin, .max_inputs = nmax, .min_outputs = 1, .max_outputs = 1, \
-	  .types = t, .out_type = ES_OUT_SAME, .init = ini, .fini = rs_fini, \
+	  .types = t, .out_type = ES_OUT_SAME, .init = ini, .fini = es_op_state_free, \
 	  .run = rs_run }
 
 static const es_op_def defs[] = {

@@ -11,32 +11,12 @@
  */
 #include <limits.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* Formats dims as "[2,3,4]" into buf (truncated when too long). */
-static const char *fmt_dims(char *buf, size_t len, const int64_t *dims, int ndim)
-{
-	size_t at = 0;
-	int n = snprintf(buf, len, "[");
-	at = n > 0 ? (size_t)n : 0;
-	for (int i = 0; i < ndim && at < len; i++) {
-		n = snprintf(buf + at, len - at, "%s%lld", i ? "," : "",
-			     (long long)dims[i]);
-		if (n < 0)
-			break;
-		at += (size_t)n;
-	}
-	if (at < len)
-		snprintf(buf + at, len - at, "]");
-	return buf;
-}
 
 /* *out = product of dims; nonzero on int64 overflow or negative dims. */
 static int dims_product(const int64_t *dims, int ndim, int64_t *out)
@@ -48,62 +28,6 @@ static int dims_product(const int64_t *dims, int ndim, int64_t *out)
 	}
 	*out = p;
 	return 0;
-}
-
-static int64_t load_index(const es_tensor *t, int64_t i)
-{
-	if (t->dtype == ES_DT_INT32)
-		return ((const int32_t *)t->data)[i];
-	return ((const int64_t *)t->data)[i];
-}
-
-/*
- * Reads a small list of integers from input `idx` (a 0-D or 1-D int64
- * tensor; int32 is accepted too) into out[max]. `what` names the input in
- * messages.
- */
-static int read_int_list(es_kctx *k, int idx, const char *what, int64_t *out,
-			 int max, int *count)
-{
-	const es_tensor *t = es_kin(k, idx);
-	if (t->dtype != ES_DT_INT64 && t->dtype != ES_DT_INT32)
-		return es_kctx_fail(k, ES_ETYPE,
-				    "input %d ('%s') must be int64, got %s", idx,
-				    what, es_dtype_name(t->dtype));
-	if (t->ndim > 1)
-		return es_kctx_fail(k, ES_ESHAPE,
-				    "input %d ('%s') must be 1-D, got rank %d",
-				    idx, what, t->ndim);
-	int64_t n = es_tensor_numel(t);
-	if (n > max)
-		return es_kctx_fail(k, ES_EUNSUPPORTED,
-				    "input %d ('%s') has %lld elements; at most %d are supported",
-				    idx, what, (long long)n, max);
-	for (int64_t i = 0; i < n; i++)
-		out[i] = load_index(t, i);
-	*count = (int)n;
-	return 0;
-}
-
-/* Reads one numeric element of any dtype as a double. */
-static double load_double(const void *p, es_dtype dt)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: return *(const float *)p;
-	case ES_DT_DOUBLE: return *(const double *)p;
-	case ES_DT_FLOAT16: return es_half_to_float(*(const uint16_t *)p);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(*(const uint16_t *)p);
-	case ES_DT_INT8: return *(const int8_t *)p;
-	case ES_DT_INT16: return *(const int16_t *)p;
-	case ES_DT_INT32: return *(const int32_t *)p;
-	case ES_DT_INT64: return (double)*(const int64_t *)p;
-	case ES_DT_UINT8: return *(const uint8_t *)p;
-	case ES_DT_UINT16: return *(const uint16_t *)p;
-	case ES_DT_UINT32: return *(const uint32_t *)p;
-	case ES_DT_UINT64: return (double)*(const uint64_t *)p;
-	case ES_DT_BOOL: return *(const uint8_t *)p != 0;
-	default: return 0;
-	}
 }
 
 /* Reads one int16/int32/int64 element as int64. */
@@ -132,82 +56,6 @@ static void store_one(void *p, es_dtype dt)
 	}
 }
 
-/* Fills n elements of esz bytes at dst with the element at val. */
-static void fill_elems(void *dst, const void *val, size_t esz, int64_t n)
-{
-	bool zero = true;
-	for (size_t b = 0; b < esz; b++)
-		zero = zero && ((const uint8_t *)val)[b] == 0;
-	if (n <= 0)
-		return;
-	if (zero) {
-		memset(dst, 0, (size_t)n * esz);
-		return;
-	}
-	switch (esz) {
-	case 1:
-		memset(dst, *(const uint8_t *)val, (size_t)n);
-		break;
-	case 2: {
-		uint16_t v, *d = dst;
-		memcpy(&v, val, 2);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
-	}
-	case 4: {
-		uint32_t v, *d = dst;
-		memcpy(&v, val, 4);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
-	}
-	case 8: {
-		uint64_t v, *d = dst;
-		memcpy(&v, val, 8);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
-	}
-	default:
-		for (int64_t i = 0; i < n; i++)
-			memcpy((uint8_t *)dst + (size_t)i * esz, val, esz);
-	}
-}
-
-static void free_state(void *state)
-{
-	free(state);
-}
-
-static int init_alloc(es_op_init_ctx *c, void **state, size_t size)
-{
-	*state = calloc(1, size);
-	if (!*state)
-		return es_error_set(c->err, ES_ENOMEM, "node '%s' (%s): out of memory",
-				    c->node->name, c->node->op_type);
-	return 0;
-}
-
-/* Reads an optional "axes"-like ints attribute into out[max]. */
-static int init_ints_attr(es_op_init_ctx *c, const char *name, int64_t *out,
-			  int max, int *count)
-{
-	const int64_t *v;
-	size_t n;
-	int rc = es_node_attr_ints(c->node, name, &v, &n, c->err);
-	if (rc)
-		return rc;
-	if (n > (size_t)max)
-		return es_error_set(c->err, ES_EUNSUPPORTED,
-				    "node '%s' (%s): attribute %s has %zu values; at most %d are supported",
-				    c->node->name, c->node->op_type, name, n, max);
-	if (n)
-		memcpy(out, v, n * sizeof(*v));
-	*count = (int)n;
-	return 0;
-}
-
 /* ---- Flatten ------------------------------------------------------------ */
 
 struct axis_state {
@@ -216,10 +64,9 @@ struct axis_state {
 
 static int init_flatten(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct axis_state));
-	if (rc)
-		return rc;
-	struct axis_state *st = *state;
+	struct axis_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	return es_node_attr_int(c->node, "axis", 1, &st->axis, c->err);
 }
 
@@ -252,11 +99,10 @@ struct reshape_state {
 
 static int init_reshape(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct reshape_state));
-	if (rc)
-		return rc;
-	struct reshape_state *st = *state;
-	rc = es_node_attr_int(c->node, "allowzero", 0, &st->allowzero, c->err);
+	struct reshape_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	int rc = es_node_attr_int(c->node, "allowzero", 0, &st->allowzero, c->err);
 	if (rc)
 		return rc;
 	if (c->node->opset < 5) {
@@ -264,7 +110,7 @@ static int init_reshape(es_op_init_ctx *c, void **state)
 			return es_error_set(c->err, ES_EINVAL,
 					    "node '%s' (Reshape-1): attribute shape is required",
 					    c->node->name);
-		return init_ints_attr(c, "shape", st->shape, ES_MAX_DIMS, &st->n_shape);
+		return es_op_attr_ints(c, "shape", st->shape, ES_MAX_DIMS, &st->n_shape);
 	}
 	return 0;
 }
@@ -283,7 +129,7 @@ static int reshape_to(es_kctx *k, const int64_t *shape, int n, bool allowzero)
 			if (infer >= 0)
 				return es_kctx_fail(k, ES_ESHAPE,
 						    "shape %s has more than one -1 (at %d and %d)",
-						    fmt_dims(b1, sizeof(b1), shape, n), infer, i);
+						    es_op_fmt_dims(b1, sizeof(b1), shape, n), infer, i);
 			infer = i;
 			out[i] = 1;
 			continue;
@@ -292,7 +138,8 @@ static int reshape_to(es_kctx *k, const int64_t *shape, int n, bool allowzero)
 			if (i >= x->ndim)
 				return es_kctx_fail(k, ES_ESHAPE,
 						    "shape[%d] = 0 copies input dimension %d, but the input %s has rank %d",
-						    i, i, fmt_dims(b1, sizeof(b1), x->dims, x->ndim), x->ndim);
+						    i, i, es_op_fmt_dims(b1, sizeof(b1), x->dims, x->ndim),
+						    x->ndim);
 			s = x->dims[i];
 		} else if (s < 0) {
 			return es_kctx_fail(k, ES_ESHAPE,
@@ -302,21 +149,21 @@ static int reshape_to(es_kctx *k, const int64_t *shape, int n, bool allowzero)
 		out[i] = s;
 		if (__builtin_mul_overflow(known, s, &known))
 			return es_kctx_fail(k, ES_ERANGE, "shape %s overflows int64",
-					    fmt_dims(b1, sizeof(b1), shape, n));
+					    es_op_fmt_dims(b1, sizeof(b1), shape, n));
 	}
 	int64_t numel = es_tensor_numel(x);
 	if (infer >= 0) {
 		if (known == 0 || numel % known)
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "cannot reshape input %s (%lld elements) to %s: the -1 dimension cannot be inferred",
-					    fmt_dims(b1, sizeof(b1), x->dims, x->ndim),
-					    (long long)numel, fmt_dims(b2, sizeof(b2), shape, n));
+					    es_op_fmt_dims(b1, sizeof(b1), x->dims, x->ndim),
+					    (long long)numel, es_op_fmt_dims(b2, sizeof(b2), shape, n));
 		out[infer] = numel / known;
 	} else if (known != numel) {
 		return es_kctx_fail(k, ES_ESHAPE,
 				    "cannot reshape input %s (%lld elements) to %s (%lld elements)",
-				    fmt_dims(b1, sizeof(b1), x->dims, x->ndim), (long long)numel,
-				    fmt_dims(b2, sizeof(b2), out, n), (long long)known);
+				    es_op_fmt_dims(b1, sizeof(b1), x->dims, x->ndim), (long long)numel,
+				    es_op_fmt_dims(b2, sizeof(b2), out, n), (long long)known);
 	}
 	return es_kctx_output_alias(k, 0, 0, n, out);
 }
@@ -330,7 +177,7 @@ static int run_reshape(es_kctx *k)
 		return es_kctx_fail(k, ES_EINVAL, "input 1 (shape) is required");
 	int64_t shape[ES_MAX_DIMS];
 	int n;
-	int rc = read_int_list(k, 1, "shape", shape, ES_MAX_DIMS, &n);
+	int rc = es_op_read_ints(k, 1, "shape", shape, ES_MAX_DIMS, &n);
 	if (rc)
 		return rc;
 	return reshape_to(k, shape, n, st->allowzero != 0);
@@ -346,11 +193,10 @@ struct axes_state {
 /* Opset < 13: axes is an attribute. */
 static int init_axes_attr(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct axes_state));
-	if (rc)
-		return rc;
-	struct axes_state *st = *state;
-	return init_ints_attr(c, "axes", st->axes, ES_MAX_DIMS, &st->n_axes);
+	struct axes_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	return es_op_attr_ints(c, "axes", st->axes, ES_MAX_DIMS, &st->n_axes);
 }
 
 /* Axes from the attribute (opset < 13) or from input 1 (opset >= 13). */
@@ -367,7 +213,7 @@ static int get_axes(es_kctx *k, int64_t *axes, int *n, bool *given)
 	*n = 0;
 	if (!*given)
 		return 0;
-	return read_int_list(k, 1, "axes", axes, ES_MAX_DIMS, n);
+	return es_op_read_ints(k, 1, "axes", axes, ES_MAX_DIMS, n);
 }
 
 static int run_squeeze(es_kctx *k)
@@ -389,20 +235,17 @@ static int run_squeeze(es_kctx *k)
 			drop[i] = x->dims[i] == 1;
 	}
 	for (int i = 0; i < n; i++) {
-		int64_t a = axes[i];
-		if (a < -r || a >= r)
+		int a;
+		if (!es_op_norm_axis(axes[i], r, &a))
 			return es_kctx_fail(k, ES_EINVAL,
 					    "axes[%d] = %lld is out of range [%d, %d] for input of rank %d",
-					    i, (long long)a, -r, r - 1, r);
-		if (a < 0)
-			a += r;
+					    i, (long long)axes[i], -r, r - 1, r);
 		if (drop[a])
-			return es_kctx_fail(k, ES_EINVAL, "axes has axis %lld twice",
-					    (long long)a);
+			return es_kctx_fail(k, ES_EINVAL, "axes has axis %d twice", a);
 		if (x->dims[a] != 1)
 			return es_kctx_fail(k, ES_ESHAPE,
-					    "cannot squeeze axis %lld of input %s: its size is %lld, not 1",
-					    (long long)a, fmt_dims(b, sizeof(b), x->dims, r),
+					    "cannot squeeze axis %d of input %s: its size is %lld, not 1",
+					    a, es_op_fmt_dims(b, sizeof(b), x->dims, r),
 					    (long long)x->dims[a]);
 		drop[a] = true;
 	}
@@ -434,16 +277,13 @@ static int run_unsqueeze(es_kctx *k)
 				    out_r, ES_MAX_DIMS);
 	bool ins[ES_MAX_DIMS] = { false };
 	for (int i = 0; i < n; i++) {
-		int64_t a = axes[i];
-		if (a < -out_r || a >= out_r)
+		int a;
+		if (!es_op_norm_axis(axes[i], out_r, &a))
 			return es_kctx_fail(k, ES_EINVAL,
 					    "axes[%d] = %lld is out of range [%d, %d] for output rank %d",
-					    i, (long long)a, -out_r, out_r - 1, out_r);
-		if (a < 0)
-			a += out_r;
+					    i, (long long)axes[i], -out_r, out_r - 1, out_r);
 		if (ins[a])
-			return es_kctx_fail(k, ES_EINVAL, "axes has axis %lld twice",
-					    (long long)a);
+			return es_kctx_fail(k, ES_EINVAL, "axes has axis %d twice", a);
 		ins[a] = true;
 	}
 	int64_t out[ES_MAX_DIMS];
@@ -461,11 +301,10 @@ struct shape_state {
 
 static int init_shape(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct shape_state));
-	if (rc)
-		return rc;
-	struct shape_state *st = *state;
-	rc = es_node_attr_int(c->node, "start", 0, &st->start, c->err);
+	struct shape_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	int rc = es_node_attr_int(c->node, "start", 0, &st->start, c->err);
 	if (rc)
 		return rc;
 	st->has_end = es_node_attr(c->node, "end") != NULL;
@@ -516,11 +355,6 @@ static int run_identity(es_kctx *k)
 
 /* ---- Dropout (inference only) ------------------------------------------- */
 
-static bool output_wanted(const es_kctx *k, int i)
-{
-	return i < k->n_outputs && i < k->node->n_outputs && k->node->outputs[i] >= 0;
-}
-
 static int run_dropout(es_kctx *k)
 {
 	const es_tensor *x = es_kin(k, 0);
@@ -539,7 +373,7 @@ static int run_dropout(es_kctx *k)
 				return es_kctx_fail(k, ES_ESHAPE,
 						    "input 1 (ratio) must be a scalar, got %lld elements",
 						    (long long)es_tensor_numel(ratio));
-			r = load_double(ratio->data, ratio->dtype);
+			r = es_op_load_f64(ratio->dtype, ratio->data, 0);
 		}
 		/* With ratio 0 training mode is the identity; anything else
 		 * is random and belongs to a training runtime. */
@@ -549,7 +383,7 @@ static int run_dropout(es_kctx *k)
 					    r);
 	}
 	int rc = es_kctx_output_alias(k, 0, 0, x->ndim, x->dims);
-	if (rc || !output_wanted(k, 1))
+	if (rc || !es_op_has_output(k, 1))
 		return rc;
 
 	/* the mask keeps every element: true (opset >= 10) or 1 of type T */
@@ -559,7 +393,7 @@ static int run_dropout(es_kctx *k)
 		return rc;
 	uint8_t one[8] = { 0 };
 	store_one(one, mdt);
-	fill_elems(k->outputs[1]->data, one, es_dtype_size(mdt), es_tensor_numel(x));
+	es_op_fill(k->outputs[1]->data, one, es_dtype_size(mdt), es_tensor_numel(x));
 	return 0;
 }
 
@@ -588,10 +422,10 @@ static int init_constant(es_op_init_ctx *c, void **state)
 				    "node '%s' (Constant): no value attribute (value, value_float(s), value_int(s))",
 				    nd->name);
 
-	int rc = init_alloc(c, state, sizeof(struct constant_state));
-	if (rc)
-		return rc;
-	es_tensor *v = &((struct constant_state *)*state)->value;
+	struct constant_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	es_tensor *v = &st->value;
 	const char *name = found->name;
 	if (!strcmp(name, "value") && found->type == ES_ATTR_TENSOR && found->t) {
 		if (found->t->dtype == ES_DT_STRING || !es_dtype_size(found->t->dtype))
@@ -656,10 +490,9 @@ struct cos_state {
 
 static int init_constant_of_shape(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct cos_state));
-	if (rc)
-		return rc;
-	struct cos_state *st = *state;
+	struct cos_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	st->dtype = ES_DT_FLOAT; /* default: float 0 */
 	const es_attr *a = es_node_attr(c->node, "value");
 	if (!a)
@@ -686,7 +519,7 @@ static int init_constant_of_shape(es_op_init_ctx *c, void **state)
 static int read_shape_input(es_kctx *k, int idx, const char *what,
 			    int64_t *dims, int *n)
 {
-	int rc = read_int_list(k, idx, what, dims, ES_MAX_DIMS, n);
+	int rc = es_op_read_ints(k, idx, what, dims, ES_MAX_DIMS, n);
 	if (rc)
 		return rc;
 	for (int i = 0; i < *n; i++)
@@ -710,11 +543,11 @@ static int run_constant_of_shape(es_kctx *k)
 	int64_t numel;
 	if (es_shape_numel(dims, n, esz, &numel))
 		return es_kctx_fail(k, ES_ERANGE, "output shape %s is too large",
-				    fmt_dims(b, sizeof(b), dims, n));
+				    es_op_fmt_dims(b, sizeof(b), dims, n));
 	rc = es_kctx_output(k, 0, st->dtype, n, dims);
 	if (rc)
 		return rc;
-	fill_elems(k->outputs[0]->data, st->value, esz, numel);
+	es_op_fill(k->outputs[0]->data, st->value, esz, numel);
 	return 0;
 }
 
@@ -753,7 +586,7 @@ static void broadcast_copy(uint8_t *dst, const uint8_t *src, int nd,
 		if (contiguous)
 			memcpy(d, s, row_bytes);
 		else
-			fill_elems(d, s, esz, inner);
+			es_op_fill(d, s, esz, inner);
 	}
 }
 
@@ -763,7 +596,7 @@ static int run_expand(es_kctx *k)
 	int64_t shape[ES_MAX_DIMS], out[ES_MAX_DIMS], strides[ES_MAX_DIMS];
 	int n;
 	char b1[128], b2[128];
-	int rc = read_int_list(k, 1, "shape", shape, ES_MAX_DIMS, &n);
+	int rc = es_op_read_ints(k, 1, "shape", shape, ES_MAX_DIMS, &n);
 	if (rc)
 		return rc;
 	int r = x->ndim;
@@ -784,8 +617,8 @@ static int run_expand(es_kctx *k)
 		else
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "cannot broadcast input %s to shape %s (dimension %d: %lld vs %lld)",
-					    fmt_dims(b1, sizeof(b1), x->dims, r),
-					    fmt_dims(b2, sizeof(b2), shape, n), i,
+					    es_op_fmt_dims(b1, sizeof(b1), x->dims, r),
+					    es_op_fmt_dims(b2, sizeof(b2), shape, n), i,
 					    (long long)a, (long long)s);
 		strides[i] = (a == 1 && out[i] != 1) ? 0 : stride;
 		if (xi >= 0)
@@ -796,7 +629,7 @@ static int run_expand(es_kctx *k)
 	if (es_shape_numel(out, R, esz, &numel))
 		return es_kctx_fail(k, ES_ERANGE,
 				    "expanded shape %s is too large (element count overflows)",
-				    fmt_dims(b1, sizeof(b1), out, R));
+				    es_op_fmt_dims(b1, sizeof(b1), out, R));
 	rc = es_kctx_output(k, 0, x->dtype, R, out);
 	if (rc)
 		return rc;
@@ -828,8 +661,8 @@ static int run_range(es_kctx *k)
 	int rc;
 
 	if (dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE) {
-		double s = load_double(in[0]->data, dt), l = load_double(in[1]->data, dt),
-		       d = load_double(in[2]->data, dt);
+		double s = es_op_load_f64(dt, in[0]->data, 0), l = es_op_load_f64(dt, in[1]->data, 0),
+		       d = es_op_load_f64(dt, in[2]->data, 0);
 		if (!isfinite(s) || !isfinite(l) || !isfinite(d) || d == 0)
 			return es_kctx_fail(k, ES_EINVAL,
 					    "start %g, limit %g, delta %g: need finite values and delta != 0",
@@ -912,11 +745,10 @@ struct eyelike_state {
 
 static int init_eyelike(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct eyelike_state));
-	if (rc)
-		return rc;
-	struct eyelike_state *st = *state;
-	rc = es_node_attr_int(c->node, "k", 0, &st->k, c->err);
+	struct eyelike_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	int rc = es_node_attr_int(c->node, "k", 0, &st->k, c->err);
 	if (!rc)
 		rc = es_node_attr_int(c->node, "dtype", 0, &st->dtype, c->err);
 	if (rc)
@@ -964,18 +796,18 @@ static int run_eyelike(es_kctx *k)
 	  .fini = fini_, .run = run_ }
 
 static const es_op_def defs[] = {
-	ALIAS_OP("Flatten", 1, 0, 1, 1, init_flatten, free_state, run_flatten),
-	ALIAS_OP("Reshape", 1, 4, 1, 1, init_reshape, free_state, run_reshape),
-	ALIAS_OP("Reshape", 5, 0, 2, 2, init_reshape, free_state, run_reshape),
-	ALIAS_OP("Squeeze", 1, 12, 1, 1, init_axes_attr, free_state, run_squeeze),
+	ALIAS_OP("Flatten", 1, 0, 1, 1, init_flatten, es_op_state_free, run_flatten),
+	ALIAS_OP("Reshape", 1, 4, 1, 1, init_reshape, es_op_state_free, run_reshape),
+	ALIAS_OP("Reshape", 5, 0, 2, 2, init_reshape, es_op_state_free, run_reshape),
+	ALIAS_OP("Squeeze", 1, 12, 1, 1, init_axes_attr, es_op_state_free, run_squeeze),
 	ALIAS_OP("Squeeze", 13, 0, 1, 2, NULL, NULL, run_squeeze),
-	ALIAS_OP("Unsqueeze", 1, 12, 1, 1, init_axes_attr, free_state, run_unsqueeze),
+	ALIAS_OP("Unsqueeze", 1, 12, 1, 1, init_axes_attr, es_op_state_free, run_unsqueeze),
 	ALIAS_OP("Unsqueeze", 13, 0, 2, 2, NULL, NULL, run_unsqueeze),
 	ALIAS_OP("Identity", 1, 0, 1, 1, NULL, NULL, run_identity),
 	{ .domain = "", .op_type = "Shape", .since = 1, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_ALL, .out_type = ES_OUT_FIXED, .out_dtype = ES_DT_INT64,
-	  .init = init_shape, .fini = free_state, .run = run_shape },
+	  .init = init_shape, .fini = es_op_state_free, .run = run_shape },
 	{ .domain = "", .op_type = "Size", .since = 1, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_ALL, .out_type = ES_OUT_FIXED, .out_dtype = ES_DT_INT64,
@@ -991,11 +823,11 @@ static const es_op_def defs[] = {
 	{ .domain = "", .op_type = "Constant", .since = 1, .until = 0,
 	  .min_inputs = 0, .max_inputs = 0, .min_outputs = 1, .max_outputs = 1,
 	  .types = 0, .out_type = ES_OUT_UNKNOWN, .init = init_constant,
-	  .fini = free_state, .run = run_constant },
+	  .fini = es_op_state_free, .run = run_constant },
 	{ .domain = "", .op_type = "ConstantOfShape", .since = 9, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T(ES_DT_INT64), .out_type = ES_OUT_UNKNOWN,
-	  .init = init_constant_of_shape, .fini = free_state,
+	  .init = init_constant_of_shape, .fini = es_op_state_free,
 	  .run = run_constant_of_shape },
 	{ .domain = "", .op_type = "Expand", .since = 8, .until = 0,
 	  .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
@@ -1008,7 +840,7 @@ static const es_op_def defs[] = {
 	{ .domain = "", .op_type = "EyeLike", .since = 9, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_ALL, .out_type = ES_OUT_UNKNOWN, .init = init_eyelike,
-	  .fini = free_state, .run = run_eyelike },
+	  .fini = es_op_state_free, .run = run_eyelike },
 };
 
 const es_op_table es_ops_shape = { defs, sizeof(defs) / sizeof(defs[0]) };

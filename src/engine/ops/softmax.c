@@ -12,12 +12,11 @@
  */
 #include <inttypes.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
-#include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 enum sm_mode { SM_SOFTMAX, SM_LOGSOFTMAX, SM_HARDMAX };
 
@@ -140,21 +139,6 @@ typedef struct sm_state {
 DEFINE_SOFTMAX(float, f32, expf, logf)
 DEFINE_SOFTMAX(double, f64, exp, log)
 
-/* True when the product of t's non-zero dims fits in int64_t, so every
- * partial product of its dims does too (an empty tensor may carry huge
- * dims next to its zero). */
-static bool dims_fit(const es_tensor *t)
-{
-	int64_t n = 1;
-	for (int d = 0; d < t->ndim; d++) {
-		if (t->dims[d] < 0)
-			return false;
-		if (t->dims[d] && __builtin_mul_overflow(n, t->dims[d], &n))
-			return false;
-	}
-	return true;
-}
-
 static int sm_init(es_op_init_ctx *c, void **state)
 {
 	const es_node *n = c->node;
@@ -167,9 +151,9 @@ static int sm_init(es_op_init_ctx *c, void **state)
 		return es_error_set(c->err, ES_EINVAL,
 			"node '%s' (%s): attribute 'axis' = %" PRId64 " is outside [-%d, %d]",
 			n->name, n->op_type, axis, ES_MAX_DIMS, ES_MAX_DIMS);
-	sm_state *st = calloc(1, sizeof(*st));
+	sm_state *st = es_op_state_alloc(c, sizeof(*st));
 	if (!st)
-		return es_error_set(c->err, ES_ENOMEM, "out of memory");
+		return ES_ENOMEM;
 	st->axis = axis;
 	st->legacy = legacy;
 	*state = st;
@@ -183,8 +167,7 @@ static int sm_run(es_kctx *k, enum sm_mode mode)
 	es_dtype dt = X->dtype;
 	int r = X->ndim;
 
-	if (dt != ES_DT_FLOAT && dt != ES_DT_DOUBLE && dt != ES_DT_FLOAT16 &&
-	    dt != ES_DT_BFLOAT16)
+	if (!es_op_is_float(dt))
 		return es_kctx_fail(k, ES_ETYPE, "input type %s is not supported",
 				    es_dtype_name(dt));
 	/* A scalar is treated as one element along a 1-long axis. */
@@ -197,7 +180,7 @@ static int sm_run(es_kctx *k, enum sm_mode mode)
 			axis, -r_eff, hi, r);
 	if (axis < 0)
 		axis += r_eff;
-	if (!dims_fit(X))
+	if (!es_op_dims_fit(X))
 		return es_kctx_fail(k, ES_ERANGE, "input has too many elements");
 
 	int64_t outer = 1, n = 1, inner = 1;
@@ -233,14 +216,9 @@ static int sm_run(es_kctx *k, enum sm_mode mode)
 		float *f = es_kctx_scratch(k, bytes);
 		if (!f)
 			return es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes of scratch", bytes);
-		const uint16_t *h = X->data;
-		uint16_t *o = Y->data;
-		bool bf = dt == ES_DT_BFLOAT16;
-		for (int64_t i = 0; i < total; i++)
-			f[i] = bf ? es_bf16_to_float(h[i]) : es_half_to_float(h[i]);
+		es_op_half_to_f32(dt, X->data, f, total);
 		run_f32(f, f, outer, n, inner, mode, k->threads);
-		for (int64_t i = 0; i < total; i++)
-			o[i] = bf ? es_float_to_bf16(f[i]) : es_float_to_half(f[i]);
+		es_op_f32_to_half(dt, f, Y->data, total);
 		break;
 	}
 	}
@@ -269,7 +247,7 @@ static int hardmax_run(es_kctx *k)
 	{ .op_type = op, .since = since_, .until = until_,                \
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1,             \
 	  .max_outputs = 1, .types = types_, .out_type = ES_OUT_SAME,     \
-	  .init = sm_init, .fini = free, .run = run_ }
+	  .init = sm_init, .fini = es_op_state_free, .run = run_ }
 
 static const es_op_def defs[] = {
 	/* 1 and 11 differ only in the documented axis range */

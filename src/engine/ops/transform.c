@@ -13,35 +13,16 @@
  */
 #include <limits.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/fp16.h"
 #include "engine/ops/families.h"
+#include "engine/ops/op_util.h"
 
 /* Work (in elements) below which the kernels stay on one thread. */
 #define PAR_MIN 65536
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* Formats dims as "[2,3,4]" into buf (truncated when too long). */
-static const char *fmt_dims(char *buf, size_t len, const int64_t *dims, int ndim)
-{
-	size_t at;
-	int n = snprintf(buf, len, "[");
-	at = n > 0 ? (size_t)n : 0;
-	for (int i = 0; i < ndim && at < len; i++) {
-		n = snprintf(buf + at, len - at, "%s%lld", i ? "," : "",
-			     (long long)dims[i]);
-		if (n < 0)
-			break;
-		at += (size_t)n;
-	}
-	if (at < len)
-		snprintf(buf + at, len - at, "]");
-	return buf;
-}
 
 /* Product of dims[from..to) of a tensor whose numel is known to be valid
  * (when a dim is 0 the other partial products can still overflow, so this
@@ -70,40 +51,6 @@ static bool is_index_type(es_dtype dt)
 	return dt == ES_DT_INT32 || dt == ES_DT_INT64;
 }
 
-static int64_t load_index(const es_tensor *t, int64_t i)
-{
-	if (t->dtype == ES_DT_INT32)
-		return ((const int32_t *)t->data)[i];
-	return ((const int64_t *)t->data)[i];
-}
-
-/*
- * Reads a small list of integers from input `idx` (a 0-D or 1-D int64
- * tensor; int32 is accepted too) into out[max]. `what` names the input.
- */
-static int read_int_list(es_kctx *k, int idx, const char *what, int64_t *out,
-			 int max, int *count)
-{
-	const es_tensor *t = es_kin(k, idx);
-	if (!is_index_type(t->dtype))
-		return es_kctx_fail(k, ES_ETYPE,
-				    "input %d ('%s') must be int64 or int32, got %s",
-				    idx, what, es_dtype_name(t->dtype));
-	if (t->ndim > 1)
-		return es_kctx_fail(k, ES_ESHAPE,
-				    "input %d ('%s') must be 1-D, got rank %d",
-				    idx, what, t->ndim);
-	int64_t n = es_tensor_numel(t);
-	if (n > max)
-		return es_kctx_fail(k, ES_EUNSUPPORTED,
-				    "input %d ('%s') has %lld elements; at most %d are supported",
-				    idx, what, (long long)n, max);
-	for (int64_t i = 0; i < n; i++)
-		out[i] = load_index(t, i);
-	*count = (int)n;
-	return 0;
-}
-
 /* Reads a one-element integer input (0-D or shape [1]). */
 static int read_int_scalar(es_kctx *k, int idx, const char *what, int64_t *out)
 {
@@ -116,7 +63,7 @@ static int read_int_scalar(es_kctx *k, int idx, const char *what, int64_t *out)
 		return es_kctx_fail(k, ES_ESHAPE,
 				    "input %d ('%s') must be a scalar, got %lld elements",
 				    idx, what, (long long)es_tensor_numel(t));
-	*out = load_index(t, 0);
+	*out = es_op_load_index(t, 0);
 	return 0;
 }
 
@@ -124,38 +71,11 @@ static int read_int_scalar(es_kctx *k, int idx, const char *what, int64_t *out)
 static int norm_axis(es_kctx *k, int64_t axis, int r, const char *what, int *out)
 {
 	*out = 0;
-	if (axis < -r || axis >= r)
+	if (!es_op_norm_axis(axis, r, out))
 		return es_kctx_fail(k, ES_EINVAL,
 				    "%s=%lld is out of range [%d, %d] for input of rank %d",
 				    what, (long long)axis, -r, r - 1, r);
-	*out = (int)(axis < 0 ? axis + r : axis);
 	return 0;
-}
-
-static bool is_float_type(es_dtype dt)
-{
-	return dt == ES_DT_FLOAT || dt == ES_DT_DOUBLE || dt == ES_DT_FLOAT16 ||
-	       dt == ES_DT_BFLOAT16;
-}
-
-static double load_double(const void *p, es_dtype dt)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: return *(const float *)p;
-	case ES_DT_DOUBLE: return *(const double *)p;
-	case ES_DT_FLOAT16: return es_half_to_float(*(const uint16_t *)p);
-	case ES_DT_BFLOAT16: return es_bf16_to_float(*(const uint16_t *)p);
-	case ES_DT_INT8: return *(const int8_t *)p;
-	case ES_DT_INT16: return *(const int16_t *)p;
-	case ES_DT_INT32: return *(const int32_t *)p;
-	case ES_DT_INT64: return (double)*(const int64_t *)p;
-	case ES_DT_UINT8: return *(const uint8_t *)p;
-	case ES_DT_UINT16: return *(const uint16_t *)p;
-	case ES_DT_UINT32: return *(const uint32_t *)p;
-	case ES_DT_UINT64: return (double)*(const uint64_t *)p;
-	case ES_DT_BOOL: return *(const uint8_t *)p != 0;
-	default: return 0;
-	}
 }
 
 /* Reads a numeric element as int64 (floats truncate). False when the value
@@ -170,71 +90,11 @@ static bool load_int64_any(const void *p, es_dtype dt, int64_t *out)
 		return v <= INT64_MAX;
 	}
 	default: {
-		double v = load_double(p, dt);
+		double v = es_op_load_f64(dt, p, 0);
 		if (!(v > -9.2e18 && v < 9.2e18))
 			return false;
 		*out = (int64_t)v;
 		return true;
-	}
-	}
-}
-
-static void store_double(void *p, es_dtype dt, double v)
-{
-	switch (dt) {
-	case ES_DT_FLOAT: *(float *)p = (float)v; break;
-	case ES_DT_DOUBLE: *(double *)p = v; break;
-	case ES_DT_FLOAT16: *(uint16_t *)p = es_float_to_half((float)v); break;
-	case ES_DT_BFLOAT16: *(uint16_t *)p = es_float_to_bf16((float)v); break;
-	case ES_DT_INT8: *(int8_t *)p = (int8_t)v; break;
-	case ES_DT_INT16: *(int16_t *)p = (int16_t)v; break;
-	case ES_DT_INT32: *(int32_t *)p = (int32_t)v; break;
-	case ES_DT_INT64: *(int64_t *)p = (int64_t)v; break;
-	case ES_DT_UINT8: *(uint8_t *)p = (uint8_t)v; break;
-	case ES_DT_UINT16: *(uint16_t *)p = (uint16_t)v; break;
-	case ES_DT_UINT32: *(uint32_t *)p = (uint32_t)v; break;
-	case ES_DT_UINT64: *(uint64_t *)p = (uint64_t)v; break;
-	case ES_DT_BOOL: *(uint8_t *)p = v != 0; break;
-	default: break;
-	}
-}
-
-/* Fills n elements of esz bytes at dst with the element at val. */
-static void fill_elems(void *dst, const void *val, size_t esz, int64_t n)
-{
-	if (n <= 0)
-		return;
-	bool zero = true;
-	for (size_t b = 0; b < esz; b++)
-		zero = zero && ((const uint8_t *)val)[b] == 0;
-	if (zero) {
-		memset(dst, 0, (size_t)n * esz);
-		return;
-	}
-	switch (esz) {
-	case 1:
-		memset(dst, *(const uint8_t *)val, (size_t)n);
-		break;
-	case 2: {
-		uint16_t v, *d = dst;
-		memcpy(&v, val, 2);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
-	}
-	case 4: {
-		uint32_t v, *d = dst;
-		memcpy(&v, val, 4);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
-	}
-	default: {
-		uint64_t v, *d = dst;
-		memcpy(&v, val, 8);
-		for (int64_t i = 0; i < n; i++)
-			d[i] = v;
-		break;
 	}
 	}
 }
@@ -274,42 +134,10 @@ static int check_indices(es_kctx *k, const es_tensor *idx, int64_t n)
 {
 	int64_t cnt = es_tensor_numel(idx);
 	for (int64_t i = 0; i < cnt; i++) {
-		int64_t v = load_index(idx, i);
+		int64_t v = es_op_load_index(idx, i);
 		if (v < -n || v >= n)
 			return index_error(k, "indices", i, v, n);
 	}
-	return 0;
-}
-
-static void free_state(void *state)
-{
-	free(state);
-}
-
-static int init_alloc(es_op_init_ctx *c, void **state, size_t size)
-{
-	*state = calloc(1, size);
-	if (!*state)
-		return es_error_set(c->err, ES_ENOMEM, "node '%s' (%s): out of memory",
-				    c->node->name, c->node->op_type);
-	return 0;
-}
-
-static int init_ints_attr(es_op_init_ctx *c, const char *name, int64_t *out,
-			  int max, int *count)
-{
-	const int64_t *v;
-	size_t n;
-	int rc = es_node_attr_ints(c->node, name, &v, &n, c->err);
-	if (rc)
-		return rc;
-	if (n > (size_t)max)
-		return es_error_set(c->err, ES_EUNSUPPORTED,
-				    "node '%s' (%s): attribute %s has %zu values; at most %d are supported",
-				    c->node->name, c->node->op_type, name, n, max);
-	if (n)
-		memcpy(out, v, n * sizeof(*v));
-	*count = (int)n;
 	return 0;
 }
 
@@ -322,10 +150,9 @@ struct int_state {
 static int init_int_attr(es_op_init_ctx *c, void **state, const char *name,
 			 int64_t def)
 {
-	int rc = init_alloc(c, state, sizeof(struct int_state));
-	if (rc)
-		return rc;
-	struct int_state *st = *state;
+	struct int_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	st->given = es_node_attr(c->node, name) != NULL;
 	return es_node_attr_int(c->node, name, def, &st->v, c->err);
 }
@@ -492,11 +319,10 @@ struct transpose_state {
 
 static int init_transpose(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct transpose_state));
-	if (rc)
-		return rc;
-	struct transpose_state *st = *state;
-	rc = init_ints_attr(c, "perm", st->perm, ES_MAX_DIMS, &st->n_perm);
+	struct transpose_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	int rc = es_op_attr_ints(c, "perm", st->perm, ES_MAX_DIMS, &st->n_perm);
 	if (rc)
 		return rc;
 	bool seen[ES_MAX_DIMS] = { false };
@@ -583,8 +409,8 @@ static int run_concat(es_kctx *k)
 		if (!ok)
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "input %d has shape %s, incompatible with input 0 %s for axis %d",
-					    i, fmt_dims(b1, sizeof(b1), x->dims, x->ndim),
-					    fmt_dims(b2, sizeof(b2), x0->dims, r), axis);
+					    i, es_op_fmt_dims(b1, sizeof(b1), x->dims, x->ndim),
+					    es_op_fmt_dims(b2, sizeof(b2), x0->dims, r), axis);
 		if (__builtin_add_overflow(out[axis], x->dims[axis], &out[axis]))
 			return es_kctx_fail(k, ES_ERANGE, "concatenated axis overflows int64");
 	}
@@ -628,10 +454,10 @@ static int init_split(es_op_init_ctx *c, void **state)
 	int rc = es_node_attr_ints(c->node, "split", &sp, &n, c->err);
 	if (rc)
 		return rc;
-	rc = init_alloc(c, state, sizeof(struct split_state) + n * sizeof(int64_t));
-	if (rc)
-		return rc;
-	struct split_state *st = *state;
+	struct split_state *st = *state =
+		es_op_state_alloc(c, sizeof(*st) + n * sizeof(int64_t));
+	if (!st)
+		return ES_ENOMEM;
 	st->n_split = n;
 	if (n)
 		memcpy(st->split, sp, n * sizeof(int64_t));
@@ -736,17 +562,17 @@ struct slice_state { /* Slice-1: attributes */
 
 static int init_slice1(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct slice_state));
-	if (rc)
-		return rc;
-	struct slice_state *st = *state;
+	int rc;
+	struct slice_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	if (!es_node_attr(c->node, "starts") || !es_node_attr(c->node, "ends"))
 		return es_error_set(c->err, ES_EINVAL,
 				    "node '%s' (Slice-1): attributes starts and ends are required",
 				    c->node->name);
-	if ((rc = init_ints_attr(c, "starts", st->starts, ES_MAX_DIMS, &st->n_starts)) ||
-	    (rc = init_ints_attr(c, "ends", st->ends, ES_MAX_DIMS, &st->n_ends)) ||
-	    (rc = init_ints_attr(c, "axes", st->axes, ES_MAX_DIMS, &st->n_axes)))
+	if ((rc = es_op_attr_ints(c, "starts", st->starts, ES_MAX_DIMS, &st->n_starts)) ||
+	    (rc = es_op_attr_ints(c, "ends", st->ends, ES_MAX_DIMS, &st->n_ends)) ||
+	    (rc = es_op_attr_ints(c, "axes", st->axes, ES_MAX_DIMS, &st->n_axes)))
 		return rc;
 	return 0;
 }
@@ -772,12 +598,12 @@ static int run_slice(es_kctx *k)
 			memcpy(axes, st->axes, sizeof(axes));
 		}
 	} else {
-		if ((rc = read_int_list(k, 1, "starts", starts, ES_MAX_DIMS, &ns)) ||
-		    (rc = read_int_list(k, 2, "ends", ends, ES_MAX_DIMS, &ne)))
+		if ((rc = es_op_read_ints(k, 1, "starts", starts, ES_MAX_DIMS, &ns)) ||
+		    (rc = es_op_read_ints(k, 2, "ends", ends, ES_MAX_DIMS, &ne)))
 			return rc;
-		if (es_kin(k, 3) && (rc = read_int_list(k, 3, "axes", axes, ES_MAX_DIMS, &na)))
+		if (es_kin(k, 3) && (rc = es_op_read_ints(k, 3, "axes", axes, ES_MAX_DIMS, &na)))
 			return rc;
-		if (es_kin(k, 4) && (rc = read_int_list(k, 4, "steps", steps, ES_MAX_DIMS, &nst)))
+		if (es_kin(k, 4) && (rc = es_op_read_ints(k, 4, "steps", steps, ES_MAX_DIMS, &nst)))
 			return rc;
 	}
 	if (ne != ns || (na >= 0 && na != ns) || (nst >= 0 && nst != ns))
@@ -891,7 +717,7 @@ static int run_gather(es_kctx *k)
 
 #pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && total * inner > PAR_MIN)
 	for (int64_t t = 0; t < total; t++) {
-		int64_t oi = t / nidx, v = load_index(idx, t % nidx);
+		int64_t oi = t / nidx, v = es_op_load_index(idx, t % nidx);
 		if (v < 0)
 			v += n;
 		memcpy(y + (size_t)t * blk, src + (size_t)(oi * n + v) * blk, blk);
@@ -915,8 +741,8 @@ static int check_elements_shapes(es_kctx *k, const es_tensor *x,
 		if (d != axis && idx->dims[d] > x->dims[d])
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "indices shape %s exceeds data shape %s on axis %d",
-					    fmt_dims(b1, sizeof(b1), idx->dims, idx->ndim),
-					    fmt_dims(b2, sizeof(b2), x->dims, x->ndim), d);
+					    es_op_fmt_dims(b1, sizeof(b1), idx->dims, idx->ndim),
+					    es_op_fmt_dims(b2, sizeof(b2), x->dims, x->ndim), d);
 	return 0;
 }
 
@@ -964,7 +790,7 @@ static int run_gather_elements(es_kctx *k)
 
 #pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && cnt > PAR_MIN)
 	for (int64_t i = 0; i < cnt; i++) {
-		int64_t v = load_index(idx, i);
+		int64_t v = es_op_load_index(idx, i);
 		if (v < 0)
 			v += n;
 		int64_t off = elements_offset(idx, dstr, axis, i, v);
@@ -982,10 +808,10 @@ struct scatter_state {
 
 static int init_scatter(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct scatter_state));
-	if (rc)
-		return rc;
-	struct scatter_state *st = *state;
+	int rc;
+	struct scatter_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	const char *red;
 	rc = es_node_attr_int(c->node, "axis", 0, &st->axis, c->err);
 	if (!rc)
@@ -1098,8 +924,8 @@ static int run_scatter_elements(es_kctx *k)
 		same = upd->dims[d] == idx->dims[d];
 	if (!same)
 		return es_kctx_fail(k, ES_ESHAPE, "updates shape %s differs from indices shape %s",
-				    fmt_dims(b1, sizeof(b1), upd->dims, upd->ndim),
-				    fmt_dims(b2, sizeof(b2), idx->dims, idx->ndim));
+				    es_op_fmt_dims(b1, sizeof(b1), upd->dims, upd->ndim),
+				    es_op_fmt_dims(b2, sizeof(b2), idx->dims, idx->ndim));
 	int64_t n = x->dims[axis];
 	if ((rc = check_indices(k, idx, n)))
 		return rc;
@@ -1113,7 +939,7 @@ static int run_scatter_elements(es_kctx *k)
 	const uint8_t *u = upd->data;
 	/* serial: duplicate indices apply in order */
 	for (int64_t i = 0; i < cnt; i++) {
-		int64_t v = load_index(idx, i);
+		int64_t v = es_op_load_index(idx, i);
 		if (v < 0)
 			v += n;
 		int64_t off = elements_offset(idx, dstr, axis, i, v);
@@ -1158,8 +984,8 @@ static int run_gather_nd(es_kctx *k)
 		if (idx->dims[d] != x->dims[d])
 			return es_kctx_fail(k, ES_ESHAPE,
 					    "batch dimension %d differs: indices %s, data %s",
-					    d, fmt_dims(b1, sizeof(b1), idx->dims, q),
-					    fmt_dims(b2, sizeof(b2), x->dims, r));
+					    d, es_op_fmt_dims(b1, sizeof(b1), idx->dims, q),
+					    es_op_fmt_dims(b2, sizeof(b2), x->dims, r));
 	int out_r = q - 1 + r - (int)b - (int)last;
 	if (out_r > ES_MAX_DIMS)
 		return es_kctx_fail(k, ES_EUNSUPPORTED, "output rank %d exceeds %d", out_r, ES_MAX_DIMS);
@@ -1189,7 +1015,7 @@ static int run_gather_nd(es_kctx *k)
 			int64_t row = bi * per_batch + t, off = bi * data_batch;
 			for (int64_t j = 0; j < last; j++) {
 				int64_t n = x->dims[b + j];
-				int64_t v = load_index(idx, row * last + j);
+				int64_t v = es_op_load_index(idx, row * last + j);
 				if (v < -n || v >= n)
 					return index_error(k, "indices", row * last + j, v, n);
 				off += (v < 0 ? v + n : v) * istr[j];
@@ -1232,15 +1058,15 @@ static int run_scatter_nd(es_kctx *k)
 	if (!ok)
 		return es_kctx_fail(k, ES_ESHAPE,
 				    "updates shape %s does not match indices %s and data %s",
-				    fmt_dims(b1, sizeof(b1), upd->dims, upd->ndim),
-				    fmt_dims(b2, sizeof(b2), idx->dims, q),
-				    fmt_dims(b3, sizeof(b3), x->dims, r));
+				    es_op_fmt_dims(b1, sizeof(b1), upd->dims, upd->ndim),
+				    es_op_fmt_dims(b2, sizeof(b2), idx->dims, q),
+				    es_op_fmt_dims(b3, sizeof(b3), x->dims, r));
 	/* check all indices before touching the output */
 	int64_t rows = span(idx->dims, 0, q - 1);
 	if (es_tensor_numel(idx) > 0) {
 		for (int64_t t = 0; t < rows; t++)
 			for (int64_t j = 0; j < last; j++) {
-				int64_t n = x->dims[j], v = load_index(idx, t * last + j);
+				int64_t n = x->dims[j], v = es_op_load_index(idx, t * last + j);
 				if (v < -n || v >= n)
 					return index_error(k, "indices", t * last + j, v, n);
 			}
@@ -1260,7 +1086,7 @@ static int run_scatter_nd(es_kctx *k)
 	for (int64_t t = 0; t < rows; t++) {
 		int64_t off = 0;
 		for (int64_t j = 0; j < last; j++) {
-			int64_t n = x->dims[j], v = load_index(idx, t * last + j);
+			int64_t n = x->dims[j], v = es_op_load_index(idx, t * last + j);
 			off += (v < 0 ? v + n : v) * istr[j];
 		}
 		reduce_into(y + (size_t)off * esz, u + (size_t)(t * slice) * esz, slice,
@@ -1312,7 +1138,7 @@ static int run_tile(es_kctx *k)
 		for (int d = 0; d < r; d++)
 			reps[d] = d == a ? tiles : 1;
 		n = r;
-	} else if ((rc = read_int_list(k, 1, "repeats", reps, ES_MAX_DIMS, &n))) {
+	} else if ((rc = es_op_read_ints(k, 1, "repeats", reps, ES_MAX_DIMS, &n))) {
 		return rc;
 	}
 	if (n != r)
@@ -1324,13 +1150,13 @@ static int run_tile(es_kctx *k)
 					    d, (long long)reps[d]);
 		if (__builtin_mul_overflow(x->dims[d], reps[d], &out[d]))
 			return es_kctx_fail(k, ES_ERANGE, "tiling %s by %s overflows",
-					    fmt_dims(b1, sizeof(b1), x->dims, r),
-					    fmt_dims(b2, sizeof(b2), reps, r));
+					    es_op_fmt_dims(b1, sizeof(b1), x->dims, r),
+					    es_op_fmt_dims(b2, sizeof(b2), reps, r));
 	}
 	int64_t numel;
 	if (es_shape_numel(out, r, esz, &numel))
 		return es_kctx_fail(k, ES_ERANGE, "tiled shape %s is too large",
-				    fmt_dims(b1, sizeof(b1), out, r));
+				    es_op_fmt_dims(b1, sizeof(b1), out, r));
 	if ((rc = es_kctx_output(k, 0, x->dtype, r, out)))
 		return rc;
 	if (numel == 0)
@@ -1362,10 +1188,10 @@ struct pad_state {
 
 static int init_pad(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct pad_state));
-	if (rc)
-		return rc;
-	struct pad_state *st = *state;
+	int rc;
+	struct pad_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	const char *mode;
 	if ((rc = es_node_attr_string(c->node, "mode", "constant", &mode, c->err)))
 		return rc;
@@ -1385,7 +1211,7 @@ static int init_pad(es_op_init_ctx *c, void **state)
 			return es_error_set(c->err, ES_EINVAL,
 					    "node '%s' (Pad): attribute pads is required",
 					    c->node->name);
-		if ((rc = init_ints_attr(c, name, st->pads, 2 * ES_MAX_DIMS, &st->n_pads)) ||
+		if ((rc = es_op_attr_ints(c, name, st->pads, 2 * ES_MAX_DIMS, &st->n_pads)) ||
 		    (rc = es_node_attr_float(c->node, "value", 0.0f, &st->value, c->err)))
 			return rc;
 	}
@@ -1427,11 +1253,11 @@ static int run_pad(es_kctx *k)
 	if (k->node->opset < 11) {
 		np = st->n_pads;
 		memcpy(pads, st->pads, sizeof(pads));
-		store_double(value, x->dtype, st->value);
+		es_op_store_f64(x->dtype, value, 0, st->value);
 	} else {
 		if (!es_kin(k, 1))
 			return es_kctx_fail(k, ES_EINVAL, "input 1 (pads) is required");
-		if ((rc = read_int_list(k, 1, "pads", pads, 2 * ES_MAX_DIMS, &np)))
+		if ((rc = es_op_read_ints(k, 1, "pads", pads, 2 * ES_MAX_DIMS, &np)))
 			return rc;
 		const es_tensor *cv = es_kin(k, 2);
 		if (cv && es_tensor_numel(cv) > 0) {
@@ -1444,7 +1270,7 @@ static int run_pad(es_kctx *k)
 	}
 	int na = r;
 	if (k->node->opset >= 11 && es_kin(k, 3)) {
-		if ((rc = read_int_list(k, 3, "axes", axes, ES_MAX_DIMS, &na)))
+		if ((rc = es_op_read_ints(k, 3, "axes", axes, ES_MAX_DIMS, &na)))
 			return rc;
 	} else {
 		for (int d = 0; d < r; d++)
@@ -1491,7 +1317,7 @@ static int run_pad(es_kctx *k)
 	int64_t numel;
 	if (es_shape_numel(out, r, esz, &numel))
 		return es_kctx_fail(k, ES_ERANGE, "padded shape %s is too large",
-				    fmt_dims(b1, sizeof(b1), out, r));
+				    es_op_fmt_dims(b1, sizeof(b1), out, r));
 	if ((rc = es_kctx_output(k, 0, x->dtype, r, out)))
 		return rc;
 	if (numel == 0)
@@ -1529,15 +1355,15 @@ static int run_pad(es_kctx *k)
 			off += (crop[i] + j) * istr[i];
 		}
 		if (outside) {
-			fill_elems(d, value, esz, inner);
+			es_op_fill(d, value, esz, inner);
 			continue;
 		}
 		const uint8_t *s = src + (size_t)off * esz;
 		copy_bytes(d + (size_t)lo * esz, s + (size_t)(lo - p0) * esz,
 			   (size_t)(hi - lo) * esz);
 		if (mode == PAD_CONSTANT) {
-			fill_elems(d, value, esz, lo);
-			fill_elems(d + (size_t)hi * esz, value, esz, inner - hi);
+			es_op_fill(d, value, esz, lo);
+			es_op_fill(d + (size_t)hi * esz, value, esz, inner - hi);
 			continue;
 		}
 		for (int64_t o = 0; o < lo; o++)
@@ -1557,10 +1383,10 @@ struct d2s_state {
 
 static int init_d2s(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct d2s_state));
-	if (rc)
-		return rc;
-	struct d2s_state *st = *state;
+	int rc;
+	struct d2s_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
 	const char *mode = "DCR";
 	if (!es_node_attr(c->node, "blocksize"))
 		return es_error_set(c->err, ES_EINVAL, "node '%s' (%s): attribute blocksize is required",
@@ -1671,7 +1497,7 @@ static int run_onehot(es_kctx *k)
 	int64_t depth;
 	if (!load_int64_any(depth_t->data, depth_t->dtype, &depth) || depth < 1)
 		return es_kctx_fail(k, ES_EINVAL, "depth must be a positive integer, got %g",
-				    load_double(depth_t->data, depth_t->dtype));
+				    es_op_load_f64(depth_t->dtype, depth_t->data, 0));
 	int r = idx->ndim, axis;
 	if (r + 1 > ES_MAX_DIMS)
 		return es_kctx_fail(k, ES_EUNSUPPORTED, "output rank %d exceeds %d", r + 1, ES_MAX_DIMS);
@@ -1683,14 +1509,14 @@ static int run_onehot(es_kctx *k)
 	int64_t numel;
 	if (es_shape_numel(out, r + 1, esz, &numel))
 		return es_kctx_fail(k, ES_ERANGE, "output shape %s is too large",
-				    fmt_dims(b1, sizeof(b1), out, r + 1));
+				    es_op_fmt_dims(b1, sizeof(b1), out, r + 1));
 	if ((rc = es_kctx_output(k, 0, vals->dtype, r + 1, out)))
 		return rc;
 	if (numel == 0)
 		return 0;
 	uint8_t *y = k->outputs[0]->data;
 	const uint8_t *off_v = vals->data, *on_v = off_v + esz;
-	fill_elems(y, off_v, esz, numel);
+	es_op_fill(y, off_v, esz, numel);
 	int64_t outer = span(idx->dims, 0, axis), inner = span(idx->dims, axis, r);
 	size_t isz = es_dtype_size(idx->dtype);
 	for (int64_t o = 0; o < outer; o++)
@@ -1766,11 +1592,10 @@ struct cumsum_state {
 
 static int init_cumsum(es_op_init_ctx *c, void **state)
 {
-	int rc = init_alloc(c, state, sizeof(struct cumsum_state));
-	if (rc)
-		return rc;
-	struct cumsum_state *st = *state;
-	rc = es_node_attr_int(c->node, "exclusive", 0, &st->exclusive, c->err);
+	struct cumsum_state *st = *state = es_op_state_alloc(c, sizeof(*st));
+	if (!st)
+		return ES_ENOMEM;
+	int rc = es_node_attr_int(c->node, "exclusive", 0, &st->exclusive, c->err);
 	if (!rc)
 		rc = es_node_attr_int(c->node, "reverse", 0, &st->reverse, c->err);
 	return rc;
@@ -1857,8 +1682,8 @@ static int run_cumsum(es_kctx *k)
 
 static bool elem_nonzero(const uint8_t *p, es_dtype dt, size_t esz)
 {
-	if (is_float_type(dt))
-		return load_double(p, dt) != 0; /* -0.0 is zero, NaN is not */
+	if (es_op_is_float(dt))
+		return es_op_load_f64(dt, p, 0) != 0; /* -0.0 is zero, NaN is not */
 	for (size_t b = 0; b < esz; b++)
 		if (p[b])
 			return true;
@@ -1969,53 +1794,54 @@ static int run_compress(es_kctx *k)
 	  .out_type = ES_OUT_SAME, .init = init_, .fini = fini_, .run = run_ }
 
 static const es_op_def defs[] = {
-	OP("Transpose", 1, 0, 1, 1, ES_T_ALL, 0, init_transpose, free_state, run_transpose),
-	OP("Concat", 1, 0, 1, ES_VARIADIC, ES_T_ALL, 0xffffffffu, init_concat, free_state,
+	OP("Transpose", 1, 0, 1, 1, ES_T_ALL, 0, init_transpose, es_op_state_free, run_transpose),
+	OP("Concat", 1, 0, 1, ES_VARIADIC, ES_T_ALL, 0xffffffffu, init_concat, es_op_state_free,
 	   run_concat),
 	/* Split: 1 (split input or attribute), 2-12 (attribute), 13+ (input;
 	 * 18 adds num_outputs) */
 	{ .domain = "", .op_type = "Split", .since = 1, .until = 1,
 	  .min_inputs = 1, .max_inputs = 2, .min_outputs = 1, .max_outputs = ES_VARIADIC,
 	  .types = ES_T_ALL, .out_type = ES_OUT_SAME, .init = init_split,
-	  .fini = free_state, .run = run_split },
+	  .fini = es_op_state_free, .run = run_split },
 	{ .domain = "", .op_type = "Split", .since = 2, .until = 12,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = ES_VARIADIC,
 	  .types = ES_T_ALL, .out_type = ES_OUT_SAME, .init = init_split,
-	  .fini = free_state, .run = run_split },
+	  .fini = es_op_state_free, .run = run_split },
 	{ .domain = "", .op_type = "Split", .since = 13, .until = 0,
 	  .min_inputs = 1, .max_inputs = 2, .min_outputs = 1, .max_outputs = ES_VARIADIC,
 	  .types = ES_T_ALL, .out_type = ES_OUT_SAME, .init = init_split,
-	  .fini = free_state, .run = run_split },
-	OP("Slice", 1, 9, 1, 1, ES_T_ALL, 0, init_slice1, free_state, run_slice),
+	  .fini = es_op_state_free, .run = run_split },
+	OP("Slice", 1, 9, 1, 1, ES_T_ALL, 0, init_slice1, es_op_state_free, run_slice),
 	OP("Slice", 10, 0, 3, 5, ES_T_ALL, 0, NULL, NULL, run_slice),
-	OP("Gather", 1, 0, 2, 2, ES_T_ALL, 0, init_axis0, free_state, run_gather),
-	OP("GatherElements", 11, 0, 2, 2, ES_T_ALL, 0, init_axis0, free_state,
+	OP("Gather", 1, 0, 2, 2, ES_T_ALL, 0, init_axis0, es_op_state_free, run_gather),
+	OP("GatherElements", 11, 0, 2, 2, ES_T_ALL, 0, init_axis0, es_op_state_free,
 	   run_gather_elements),
 	{ .domain = "", .op_type = "GatherND", .since = 11, .until = 0,
 	  .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_ALL, .out_type = ES_OUT_SAME, .init = init_gather_nd,
-	  .fini = free_state, .run = run_gather_nd },
-	OP("ScatterND", 11, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, free_state, run_scatter_nd),
-	OP("ScatterElements", 11, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, free_state,
+	  .fini = es_op_state_free, .run = run_gather_nd },
+	OP("ScatterND", 11, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, es_op_state_free, run_scatter_nd),
+	OP("ScatterElements", 11, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, es_op_state_free,
 	   run_scatter_elements),
-	OP("Scatter", 9, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, free_state, run_scatter_elements),
+	OP("Scatter", 9, 0, 3, 3, ES_T_ALL, 0x5, init_scatter, es_op_state_free,
+	   run_scatter_elements),
 	OP("Tile", 1, 5, 3, 3, ES_T_ALL, 0, NULL, NULL, run_tile),
 	OP("Tile", 6, 0, 2, 2, ES_T_ALL, 0, NULL, NULL, run_tile),
-	OP("Pad", 1, 10, 1, 1, ES_T_ALL, 0, init_pad, free_state, run_pad),
-	OP("Pad", 11, 0, 2, 4, ES_T_ALL, 0x5, init_pad, free_state, run_pad),
-	OP("DepthToSpace", 1, 0, 1, 1, ES_T_ALL, 0, init_d2s, free_state, run_depth_to_space),
-	OP("SpaceToDepth", 1, 0, 1, 1, ES_T_ALL, 0, init_d2s, free_state, run_space_to_depth),
+	OP("Pad", 1, 10, 1, 1, ES_T_ALL, 0, init_pad, es_op_state_free, run_pad),
+	OP("Pad", 11, 0, 2, 4, ES_T_ALL, 0x5, init_pad, es_op_state_free, run_pad),
+	OP("DepthToSpace", 1, 0, 1, 1, ES_T_ALL, 0, init_d2s, es_op_state_free, run_depth_to_space),
+	OP("SpaceToDepth", 1, 0, 1, 1, ES_T_ALL, 0, init_d2s, es_op_state_free, run_space_to_depth),
 	{ .domain = "", .op_type = "OneHot", .since = 9, .until = 0,
 	  .min_inputs = 3, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_NUMERIC, .out_type = ES_OUT_UNKNOWN, .init = init_onehot,
-	  .fini = free_state, .run = run_onehot },
-	OP("Trilu", 14, 0, 1, 2, ES_T_ALL, 0, init_trilu, free_state, run_trilu),
-	OP("CumSum", 11, 0, 2, 2, ES_T_NUMERIC, 0, init_cumsum, free_state, run_cumsum),
+	  .fini = es_op_state_free, .run = run_onehot },
+	OP("Trilu", 14, 0, 1, 2, ES_T_ALL, 0, init_trilu, es_op_state_free, run_trilu),
+	OP("CumSum", 11, 0, 2, 2, ES_T_NUMERIC, 0, init_cumsum, es_op_state_free, run_cumsum),
 	{ .domain = "", .op_type = "NonZero", .since = 9, .until = 0,
 	  .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
 	  .types = ES_T_ALL, .out_type = ES_OUT_FIXED, .out_dtype = ES_DT_INT64,
 	  .run = run_nonzero },
-	OP("Compress", 9, 0, 2, 2, ES_T_ALL, 0, init_axis0, free_state, run_compress),
+	OP("Compress", 9, 0, 2, 2, ES_T_ALL, 0, init_axis0, es_op_state_free, run_compress),
 };
 
 const es_op_table es_ops_transform = { defs, sizeof(defs) / sizeof(defs[0]) };
