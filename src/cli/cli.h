@@ -18,4 +18,10 @@ enum {
 /* `edgeserve run`: one-shot inference and benchmark of one model. */
 int es_cli_run(int argc, char **argv);
 
+/* `edgeserve serve`: the model server (KServe v2, TF-Serving REST, metrics). */
+int es_cli_serve(int argc, char **argv);
+
+/* `edgeserve bench`: closed-loop load generator against a KServe v2 server. */
+int es_cli_bench(int argc, char **argv);
+
 #endif

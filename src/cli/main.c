@@ -16,7 +16,9 @@ typedef struct cli_command {
 
 /* Add a subcommand by adding its file and one row here. */
 static const cli_command commands[] = {
+	{"serve", "serve models over HTTP (KServe v2, TF-Serving REST, metrics)", es_cli_serve},
 	{"run", "run and benchmark one ONNX model locally", es_cli_run},
+	{"bench", "load-test a KServe v2 server (latency, throughput)", es_cli_bench},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -1,0 +1,420 @@
+/*
+ * Inference over HTTP: KServe v2 infer and TF-Serving predict.
+ *
+ * On the network thread: parse the body (codec.h), match inputs and
+ * requested outputs against the model version, compute the deadline,
+ * suspend the connection and submit. On the device worker thread, in the
+ * completion callback: encode the outputs (they are valid only during the
+ * callback) into the context and resume the connection. The network
+ * thread then queues the prepared reply (http.c).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/status.h"
+
+#define NAMES_MAX 200 /* room for a list of names inside a message */
+
+/* "a, b, c" from the model's input or output names, cut to fit. */
+static void join_names(char *out, size_t cap, const es_model *m, bool inputs)
+{
+	size_t n = inputs ? es_model_num_inputs(m) : es_model_num_outputs(m);
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		const es_value_info *vi = inputs ? es_model_input(m, i) : es_model_output(m, i);
+		int w = snprintf(out + o, cap - o, "%s'%s'", i ? ", " : "", vi->name);
+		if (w < 0 || (size_t)w >= cap - o) {
+			if (cap > 4)
+				memcpy(out + cap - 4, "...", 4);
+			return;
+		}
+		o += (size_t)w;
+	}
+}
+
+static bool parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!s || !*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v))
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* An error from a lower layer, prefixed with the model when its message
+ * does not name it already. */
+static void fail_model(api_ctx *c, int code, const char *msg)
+{
+	if (!msg || !msg[0])
+		msg = es_strerror(code);
+	if (strstr(msg, "model '")) {
+		es_api_fail(c, code, msg);
+		return;
+	}
+	if (c->version)
+		es_api_reply_error(c, es_api_status_of(code), code,
+				   "model '%s' version %" PRId64 ": %s", c->route.model,
+				   es_version_number(c->version), msg);
+	else
+		es_api_reply_error(c, es_api_status_of(code), code, "model '%s': %s",
+				   c->route.model, msg);
+}
+
+static bool alloc_outputs(api_ctx *c, size_t n)
+{
+	size_t k = n ? n : 1;
+
+	c->out_index = calloc(k, sizeof(*c->out_index));
+	c->out_binary = calloc(k, sizeof(*c->out_binary));
+	c->outs = calloc(k, sizeof(*c->outs));
+	c->n_out = n;
+	if (!c->out_index || !c->out_binary || !c->outs) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return false;
+	}
+	return true;
+}
+
+/* KServe v2: body -> c->v2, c->inputs in model order, output selection. */
+static bool prepare_kserve(api_ctx *c, const es_model *m)
+{
+	const char *model = c->route.model;
+	int64_t ver = es_version_number(c->version);
+	size_t json_len = c->body_len;
+	es_error err = {0};
+	char names[NAMES_MAX];
+	int rc;
+
+	const char *hl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+						     "Inference-Header-Content-Length");
+	if (hl) {
+		uint64_t v;
+		char shown[96];
+
+		es_api_sanitize(shown, sizeof(shown), hl);
+		if (!parse_size(hl, &v)) {
+			es_api_reply_error(c, 400, ES_EINVAL,
+					   "model '%s': Inference-Header-Content-Length '%s' is not a byte count",
+					   model, shown);
+			return false;
+		}
+		if (v > c->body_len) {
+			es_api_reply_error(c, 400, ES_EINVAL,
+					   "model '%s': Inference-Header-Content-Length %" PRIu64 " is larger than the body (%zu bytes)",
+					   model, v, c->body_len);
+			return false;
+		}
+		json_len = (size_t)v;
+	}
+	rc = es_v2_parse_request(c->body ? c->body : "", c->body_len, json_len,
+				 &c->v2, &err);
+	if (rc) {
+		fail_model(c, rc, err.msg);
+		return false;
+	}
+	c->have_v2 = true;
+	if (c->v2.id) {
+		snprintf(c->id, sizeof(c->id), "%s", c->v2.id);
+		c->id_from_body = true;
+	}
+
+	/* inputs, by name, into model order */
+	size_t n_in = es_model_num_inputs(m);
+	for (size_t j = 0; j < c->v2.n_inputs; j++) {
+		const char *name = c->v2.inputs[j].name;
+		char shown[96];
+
+		es_api_sanitize(shown, sizeof(shown), name ? name : "");
+		if (!name || es_model_input_index(m, name) < 0) {
+			join_names(names, sizeof(names), m, true);
+			es_api_reply_error(c, 400, ES_EINVAL,
+					   "model '%s' version %" PRId64 " has no input '%s'; its inputs are %s",
+					   model, ver, shown, names);
+			return false;
+		}
+		for (size_t k = 0; k < j; k++) {
+			if (strcmp(c->v2.inputs[k].name, name) == 0) {
+				es_api_reply_error(c, 400, ES_EINVAL,
+						   "model '%s': input '%s' is given twice",
+						   model, shown);
+				return false;
+			}
+		}
+	}
+	c->inputs = calloc(n_in ? n_in : 1, sizeof(*c->inputs));
+	if (!c->inputs) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < n_in; i++) {
+		const es_value_info *vi = es_model_input(m, i);
+		const es_v2_tensor *t = NULL;
+
+		for (size_t j = 0; j < c->v2.n_inputs; j++) {
+			if (strcmp(c->v2.inputs[j].name, vi->name) == 0) {
+				t = &c->v2.inputs[j];
+				break;
+			}
+		}
+		if (!t) {
+			join_names(names, sizeof(names), m, true);
+			es_api_reply_error(c, 400, ES_EINVAL,
+					   "model '%s' version %" PRId64 ": input '%s' is missing; the model expects %s",
+					   model, ver, vi->name, names);
+			return false;
+		}
+		if (t->dtype != vi->dtype) {
+			const char *want = es_v2_datatype_name(vi->dtype);
+			es_api_reply_error(c, 400, ES_ETYPE,
+					   "model '%s' version %" PRId64 " input '%s': expected datatype %s, got %s",
+					   model, ver, vi->name, want ? want : es_dtype_name(vi->dtype),
+					   es_v2_datatype_name(t->dtype) ? es_v2_datatype_name(t->dtype)
+									   : es_dtype_name(t->dtype));
+			return false;
+		}
+		es_tensor *dst = &c->inputs[i];
+		dst->dtype = t->dtype;
+		dst->ndim = t->ndim;
+		memcpy(dst->dims, t->dims, sizeof(dst->dims));
+		dst->data = t->data;
+		dst->nbytes = t->nbytes;
+	}
+
+	/* outputs: all in model order, or the requested ones in their order */
+	size_t n_model_out = es_model_num_outputs(m);
+	size_t n_out = c->v2.n_outputs ? c->v2.n_outputs : n_model_out;
+	if (!alloc_outputs(c, n_out))
+		return false;
+	for (size_t k = 0; k < n_out; k++) {
+		if (!c->v2.n_outputs) {
+			c->out_index[k] = k;
+			c->out_binary[k] = c->v2.binary_data_output;
+		} else {
+			const es_v2_output_req *o = &c->v2.outputs[k];
+			int idx = o->name ? es_model_output_index(m, o->name) : -1;
+			char shown[96];
+
+			es_api_sanitize(shown, sizeof(shown), o->name ? o->name : "");
+			if (idx < 0) {
+				join_names(names, sizeof(names), m, false);
+				es_api_reply_error(c, 400, ES_EINVAL,
+						   "model '%s' version %" PRId64 " has no output '%s'; its outputs are %s",
+						   model, ver, shown, names);
+				return false;
+			}
+			for (size_t q = 0; q < k; q++) {
+				if (c->out_index[q] == (size_t)idx) {
+					es_api_reply_error(c, 400, ES_EINVAL,
+							   "model '%s': output '%s' is requested twice",
+							   model, shown);
+					return false;
+				}
+			}
+			c->out_index[k] = (size_t)idx;
+			c->out_binary[k] = o->has_binary ? o->binary
+							 : c->v2.binary_data_output;
+		}
+		if (c->out_binary[k])
+			c->any_binary = true;
+	}
+	c->req.inputs = c->inputs;
+	c->req.n_inputs = n_in;
+	return true;
+}
+
+/* TF-Serving predict: body -> c->tfs (tensors in model order). */
+static bool prepare_tfs(api_ctx *c, const es_model *m)
+{
+	size_t n_in = es_model_num_inputs(m);
+	es_tfs_input_info *infos = calloc(n_in ? n_in : 1, sizeof(*infos));
+	es_error err = {0};
+	int rc;
+
+	if (!infos) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < n_in; i++) {
+		const es_value_info *vi = es_model_input(m, i);
+		infos[i].name = vi->name;
+		infos[i].dtype = vi->dtype;
+		infos[i].ndim = vi->ndim;
+	}
+	rc = es_tfs_parse_predict(c->body ? c->body : "", c->body_len, infos, n_in,
+				  &c->tfs, &err);
+	free(infos);
+	if (rc) {
+		fail_model(c, rc, err.msg);
+		return false;
+	}
+	c->have_tfs = true;
+
+	size_t n_out = es_model_num_outputs(m);
+	if (!alloc_outputs(c, n_out))
+		return false;
+	for (size_t k = 0; k < n_out; k++)
+		c->out_index[k] = k;
+	c->req.inputs = c->tfs.tensors;
+	c->req.n_inputs = c->tfs.n_tensors;
+	return true;
+}
+
+/* Absolute deadline: --default_timeout_ms, lowered (never raised) by the
+ * KServe "timeout" parameter in microseconds. 0 = none. */
+static uint64_t deadline_of(const api_ctx *c)
+{
+	uint64_t timeout_ns = 0, t;
+	int64_t ms = c->h->cfg->default_timeout_ms;
+
+	if (ms > 0 && __builtin_mul_overflow((uint64_t)ms, 1000000ull, &timeout_ns))
+		timeout_ns = UINT64_MAX / 2;
+	if (c->have_v2 && c->v2.timeout_us > 0) {
+		if (__builtin_mul_overflow((uint64_t)c->v2.timeout_us, 1000ull, &t))
+			t = UINT64_MAX / 2;
+		if (!timeout_ns || t < timeout_ns)
+			timeout_ns = t;
+	}
+	if (!timeout_ns)
+		return 0;
+	if (__builtin_add_overflow(c->t_recv_ns, timeout_ns, &t))
+		return 0;
+	return t;
+}
+
+/* ---- completion (device worker thread) ----------------------------------- */
+
+static void encode_reply(api_ctx *c, const es_tensor *outputs, size_t n_outputs)
+{
+	const es_model *m = es_version_model(c->version);
+	uint64_t t0 = es_now_ns();
+	es_buf b = ES_BUF_INIT;
+	size_t json_len = 0;
+	int rc;
+
+	for (size_t k = 0; k < c->n_out; k++) {
+		size_t idx = c->out_index[k];
+		if (idx >= n_outputs) {
+			es_api_reply_error(c, 500, ES_EINTERNAL,
+					   "model '%s': the run returned %zu outputs, expected %zu",
+					   c->route.model, n_outputs, es_model_num_outputs(m));
+			return;
+		}
+		c->outs[k].name = es_model_output(m, idx)->name;
+		c->outs[k].tensor = &outputs[idx];
+		c->outs[k].binary = c->out_binary[k];
+	}
+	if (c->api == API_KSERVE)
+		rc = es_v2_encode_response(&b, &json_len, es_servable_name(c->model),
+					   es_version_number(c->version), c->v2.id,
+					   c->v2.parameters, c->outs, c->n_out);
+	else
+		rc = es_tfs_encode_predict(&b, c->tfs.columnar, c->outs, c->n_out);
+	c->encode_ns = es_now_ns() - t0;
+	if (rc || b.failed) {
+		es_buf_free(&b);
+		es_api_reply_error(c, rc == ES_ENOMEM || b.failed ? 503 : 500,
+				   rc ? rc : ES_ENOMEM,
+				   "model '%s' version %" PRId64 ": cannot encode the outputs (%s)",
+				   c->route.model, es_version_number(c->version),
+				   es_strerror(rc ? rc : ES_ENOMEM));
+		return;
+	}
+	if (c->api == API_KSERVE && c->any_binary) {
+		c->resp_binary = true;
+		c->resp_json_len = json_len;
+		es_api_reply(c, 200, "application/octet-stream", &b);
+	} else {
+		es_api_reply(c, 200, "application/json", &b);
+	}
+}
+
+static void infer_done(es_request *r, const es_tensor *outputs, size_t n_outputs)
+{
+	api_ctx *c = r->user;
+	struct MHD_Connection *conn = c->conn;
+
+	if (r->status == 0 && outputs)
+		encode_reply(c, outputs, n_outputs);
+	else
+		fail_model(c, r->status ? r->status : r->err.code, r->err.msg);
+	/* The last touch of c on this thread: once resumed, the network
+	 * thread sends the reply and may free c. */
+	MHD_resume_connection(conn);
+}
+
+/* ---- entry points -------------------------------------------------------- */
+
+bool es_api_infer_start(api_ctx *c)
+{
+	es_http *h = c->h;
+	es_error err = {0};
+	uint64_t t0 = es_now_ns();
+	int rc;
+
+	rc = es_servable_acquire(c->model, c->route.version, &c->version, &err);
+	if (rc) {
+		c->version = NULL;
+		fail_model(c, rc, err.msg);
+		return false;
+	}
+	const es_model *m = es_version_model(c->version);
+	if (c->api == API_KSERVE ? !prepare_kserve(c, m) : !prepare_tfs(c, m)) {
+		c->parse_ns = es_now_ns() - t0;
+		return false;
+	}
+	c->parse_ns = es_now_ns() - t0;
+
+	c->req.version = c->version;
+	c->req.deadline_ns = deadline_of(c);
+	c->req.complete = infer_done;
+	c->req.user = c;
+	c->req.id = c->id;
+
+	atomic_store(&c->phase, PH_WAITING);
+	MHD_suspend_connection(c->conn);
+	rc = es_server_submit(h->srv, &c->req, &err);
+	if (rc) {
+		/* refused at once (bad input, queue full, shutting down): the
+		 * reply is ready, resume to send it */
+		fail_model(c, rc, err.msg);
+		MHD_resume_connection(c->conn);
+	}
+	return true;
+}
+
+void es_api_infer_cleanup(api_ctx *c)
+{
+	if (c->have_v2)
+		es_v2_request_free(&c->v2);
+	if (c->have_tfs)
+		es_tfs_request_free(&c->tfs);
+	c->have_v2 = c->have_tfs = false;
+	free(c->inputs);
+	free(c->out_index);
+	free(c->out_binary);
+	free(c->outs);
+	c->inputs = NULL;
+	c->out_index = NULL;
+	c->out_binary = NULL;
+	c->outs = NULL;
+	if (c->version) {
+		es_version_release(c->version);
+		c->version = NULL;
+	}
+}

@@ -1,0 +1,613 @@
+/*
+ * `edgeserve serve`: the model server. Builds the server configuration from
+ * OVMS-style flags (a model repository, a config file or one model), loads
+ * the models, serves HTTP, and shuts down gracefully on SIGTERM/SIGINT:
+ * readiness false at once, no new connections, queued and running requests
+ * finish and are answered (bounded by --exit_timeout_seconds), exit 0.
+ *
+ * Signals are blocked in every thread and taken with sigwait() by the main
+ * thread, so no work ever runs in a signal handler.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/http.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/status.h"
+#include "cli/cli.h"
+#include "edgeserve/engine.h"
+#include "obs/log.h"
+#include "obs/metrics.h"
+#include "serving/serving.h"
+
+#define PROG "edgeserve serve"
+#define DEFAULT_REPOSITORY "examples/models"
+
+typedef struct serve_opts {
+	const char *repository;
+	const char *config_path;
+	const char *model_name;
+	const char *model_path;
+	const char *bind_address;
+	const char *log_level;
+	long long rest_port;          /* -1: not given */
+	long long rest_workers;       /* -1: not given */
+	long long max_connections;    /* -1: not given */
+	long long connection_timeout; /* -1: not given */
+	long long default_timeout_ms; /* -1: not given */
+	long long exit_timeout_s;     /* -1: not given */
+	uint64_t max_request_bytes;   /* 0: not given */
+	int metrics_enable;           /* -1: not given, else 0/1 */
+} serve_opts;
+
+static void print_help(FILE *out)
+{
+	es_server_config d;
+
+	es_config_defaults(&d);
+	fprintf(out,
+		"usage: edgeserve serve [OPTIONS]\n"
+		"\n"
+		"Serves ONNX models over HTTP: KServe v2 REST (/v2/...), TF-Serving REST\n"
+		"(/v1/models/...), the OVMS config view (/v1/config) and Prometheus metrics\n"
+		"(/metrics). Logs are JSON lines on stderr; the \"server_ready\" line carries\n"
+		"the port.\n"
+		"\n"
+		"what to serve (one of these; with none, ./" DEFAULT_REPOSITORY " is served\n"
+		"when it exists):\n"
+		"  --model_repository_path DIR  every subdirectory of DIR is a model and every\n"
+		"                               numeric subdirectory of a model a version (the\n"
+		"                               highest is served); DIR/config.json, when it\n"
+		"                               exists, is read instead, as --config_path\n"
+		"  --config_path FILE           OVMS-style config file: \"model_config_list\"\n"
+		"                               plus our \"devices\" (see docs/serving.md)\n"
+		"  --model_name NAME --model_path DIR\n"
+		"                               one model; DIR holds its numeric version\n"
+		"                               directories (NAME defaults to DIR's last part)\n"
+		"\n"
+		"network:\n"
+		"  --rest_port N                HTTP port (default %d; 0 picks a free port)\n"
+		"  --rest_bind_address ADDR     address to listen on (default %s)\n"
+		"  --rest_workers N             network threads (default %d: one per core)\n"
+		"  --max_connections N          open connections at most (default %d)\n"
+		"  --max_request_bytes N        largest request body, bytes; a K, M or G\n"
+		"                               suffix multiplies by 1024^1..3 (default %zu);\n"
+		"                               larger bodies get 413\n"
+		"  --connection_timeout_seconds N\n"
+		"                               close connections idle this long (default %d)\n"
+		"\n"
+		"behaviour:\n"
+		"  --default_timeout_ms N       request deadline (default %" PRId64 "; 0: none);\n"
+		"                               a KServe \"timeout\" parameter (microseconds) may\n"
+		"                               lower it for one request, never raise it\n"
+		"  --exit_timeout_seconds N     on SIGTERM/SIGINT, how long queued and running\n"
+		"                               requests may take before they are cancelled\n"
+		"                               (default %d)\n"
+		"  --metrics_enable [true|false]\n"
+		"                               serve /metrics (default %s)\n"
+		"  --log_level LEVEL            DEBUG, INFO, WARNING or ERROR (default %s)\n"
+		"  -h, --help                   show this help\n"
+		"\n"
+		"Options taking a value also accept --option=VALUE.\n"
+		"Exit status: 0 after a clean shutdown; 1 the server could not start (bad\n"
+		"config, port in use); 2 bad command line.\n",
+		d.rest_port, d.rest_bind_address ? d.rest_bind_address : "127.0.0.1",
+		d.rest_workers, d.max_connections, d.max_request_bytes,
+		d.connection_timeout_s, d.default_timeout_ms, d.exit_timeout_s,
+		d.metrics_enable ? "true" : "false", d.log_level ? d.log_level : "INFO");
+	es_config_free(&d);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, PROG ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nRun '" PROG " --help' for the options.\n");
+	return ES_CLI_EXIT_USAGE;
+}
+
+static bool parse_int(const char *text, long long min, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	if (!text || !*text)
+		return false;
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Bytes with an optional K/M/G (binary) suffix. */
+static bool parse_bytes(const char *text, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mul = 1;
+
+	if (!text || *text < '0' || *text > '9')
+		return false;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno)
+		return false;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k': case 'K':
+		mul = 1ull << 10;
+		end++;
+		break;
+	case 'm': case 'M':
+		mul = 1ull << 20;
+		end++;
+		break;
+	case 'g': case 'G':
+		mul = 1ull << 30;
+		end++;
+		break;
+	default:
+		return false;
+	}
+	if (*end == 'i')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || __builtin_mul_overflow((uint64_t)v, mul, out) || *out == 0)
+		return false;
+	return true;
+}
+
+static int parse_bool(const char *text)
+{
+	if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes") ||
+	    !strcasecmp(text, "on"))
+		return 1;
+	if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no") ||
+	    !strcasecmp(text, "off"))
+		return 0;
+	return -1;
+}
+
+enum opt_id {
+	O_REPO, O_CONFIG, O_MODEL_NAME, O_MODEL_PATH, O_PORT, O_BIND, O_WORKERS,
+	O_MAX_CONN, O_MAX_BYTES, O_CONN_TIMEOUT, O_DEFAULT_TIMEOUT, O_EXIT_TIMEOUT,
+	O_METRICS, O_LOG_LEVEL,
+};
+
+static const struct {
+	const char *name;
+	enum opt_id id;
+} options[] = {
+	{"model_repository_path", O_REPO},
+	{"config_path", O_CONFIG},
+	{"model_name", O_MODEL_NAME},
+	{"model_path", O_MODEL_PATH},
+	{"rest_port", O_PORT},
+	{"rest_bind_address", O_BIND},
+	{"rest_workers", O_WORKERS},
+	{"max_connections", O_MAX_CONN},
+	{"max_request_bytes", O_MAX_BYTES},
+	{"connection_timeout_seconds", O_CONN_TIMEOUT},
+	{"default_timeout_ms", O_DEFAULT_TIMEOUT},
+	{"exit_timeout_seconds", O_EXIT_TIMEOUT},
+	{"metrics_enable", O_METRICS},
+	{"log_level", O_LOG_LEVEL},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+/* Returns -1 when all is well (and the server should start), otherwise the
+ * exit status. */
+static int parse_args(int argc, char **argv, serve_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->rest_port = o->rest_workers = o->max_connections = -1;
+	o->connection_timeout = o->default_timeout_ms = o->exit_timeout_s = -1;
+	o->metrics_enable = -1;
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *value = NULL;
+		size_t name_len;
+		size_t k;
+
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			print_help(stdout);
+			return ES_CLI_EXIT_OK;
+		}
+		if (strncmp(arg, "--", 2) != 0)
+			return usage_error("unexpected argument '%s'", arg);
+		arg += 2;
+		const char *eq = strchr(arg, '=');
+		name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+		for (k = 0; k < N_OPTIONS; k++)
+			if (strlen(options[k].name) == name_len &&
+			    !strncmp(options[k].name, arg, name_len))
+				break;
+		if (k == N_OPTIONS)
+			return usage_error("unknown option '--%.*s'", (int)name_len, arg);
+		const char *name = options[k].name;
+		if (eq) {
+			value = eq + 1;
+		} else if (options[k].id == O_METRICS) {
+			/* OVMS spells it as a bare flag; a following boolean
+			 * word is taken as its value */
+			if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
+				value = argv[++i];
+			else
+				value = "true";
+		} else {
+			if (i + 1 >= argc)
+				return usage_error("option '--%s' needs a value", name);
+			value = argv[++i];
+		}
+
+		long long n;
+		switch (options[k].id) {
+		case O_REPO:
+			o->repository = value;
+			break;
+		case O_CONFIG:
+			o->config_path = value;
+			break;
+		case O_MODEL_NAME:
+			o->model_name = value;
+			break;
+		case O_MODEL_PATH:
+			o->model_path = value;
+			break;
+		case O_BIND:
+			if (!*value)
+				return usage_error("--rest_bind_address: empty address");
+			o->bind_address = value;
+			break;
+		case O_LOG_LEVEL: {
+			es_log_level lvl;
+			if (es_log_parse_level(value, &lvl) != 0)
+				return usage_error("--log_level '%s': expected DEBUG, INFO, WARNING or ERROR",
+						   value);
+			o->log_level = value;
+			break;
+		}
+		case O_METRICS:
+			o->metrics_enable = parse_bool(value);
+			if (o->metrics_enable < 0)
+				return usage_error("--metrics_enable '%s': expected true or false",
+						   value);
+			break;
+		case O_MAX_BYTES:
+			if (!parse_bytes(value, &o->max_request_bytes) ||
+			    o->max_request_bytes > SIZE_MAX / 2)
+				return usage_error("--max_request_bytes '%s': expected a positive byte count such as 1048576 or 64M",
+						   value);
+			break;
+		case O_PORT:
+			if (!parse_int(value, 0, 65535, &n))
+				return usage_error("--rest_port '%s': expected 0..65535", value);
+			o->rest_port = n;
+			break;
+		case O_WORKERS:
+			if (!parse_int(value, 0, 1024, &n))
+				return usage_error("--rest_workers '%s': expected 0..1024 (0: one per core)",
+						   value);
+			o->rest_workers = n;
+			break;
+		case O_MAX_CONN:
+			if (!parse_int(value, 1, 1000000, &n))
+				return usage_error("--max_connections '%s': expected 1..1000000", value);
+			o->max_connections = n;
+			break;
+		case O_CONN_TIMEOUT:
+			if (!parse_int(value, 1, 86400, &n))
+				return usage_error("--connection_timeout_seconds '%s': expected 1..86400",
+						   value);
+			o->connection_timeout = n;
+			break;
+		case O_DEFAULT_TIMEOUT:
+			if (!parse_int(value, 0, INT64_MAX / 1000000, &n))
+				return usage_error("--default_timeout_ms '%s': expected a number of milliseconds (0: none)",
+						   value);
+			o->default_timeout_ms = n;
+			break;
+		case O_EXIT_TIMEOUT:
+			if (!parse_int(value, 0, 86400, &n))
+				return usage_error("--exit_timeout_seconds '%s': expected 0..86400", value);
+			o->exit_timeout_s = n;
+			break;
+		}
+	}
+
+	if (o->config_path && (o->repository || o->model_name || o->model_path))
+		return usage_error("--config_path cannot be combined with --model_repository_path, --model_name or --model_path");
+	if (o->repository && (o->model_name || o->model_path))
+		return usage_error("--model_repository_path cannot be combined with --model_name or --model_path");
+	if (o->model_name && !o->model_path)
+		return usage_error("--model_name needs --model_path DIR (the directory holding the model's version directories)");
+	return -1;
+}
+
+static bool is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Adds the model of --model_name/--model_path to cfg. */
+static int add_single_model(es_server_config *cfg, const char *name,
+			    const char *path, es_error *err)
+{
+	char *derived = NULL;
+	es_model_config *models;
+
+	if (!name) {
+		/* the directory's last component */
+		size_t len = strlen(path);
+		while (len > 1 && path[len - 1] == '/')
+			len--;
+		size_t start = len;
+		while (start > 0 && path[start - 1] != '/')
+			start--;
+		derived = es_strndup(path + start, len - start);
+		if (!derived)
+			return es_error_set(err, ES_ENOMEM, "out of memory");
+		name = derived;
+	}
+	models = realloc(cfg->models, (cfg->n_models + 1) * sizeof(*models));
+	if (!models) {
+		free(derived);
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	}
+	cfg->models = models;
+	es_model_config *mc = &models[cfg->n_models];
+	memset(mc, 0, sizeof(*mc));
+	mc->name = derived ? derived : es_strdup(name);
+	mc->base_path = es_strdup(path);
+	mc->policy.kind = ES_POLICY_LATEST;
+	mc->policy.num_versions = 1;
+	cfg->n_models++;
+	if (!mc->name || !mc->base_path)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	return 0;
+}
+
+static int replace_str(char **dst, const char *src)
+{
+	char *copy = es_strdup(src);
+
+	if (!copy)
+		return ES_ENOMEM;
+	free(*dst);
+	*dst = copy;
+	return 0;
+}
+
+/* Command-line settings override the defaults (and the file). */
+static int apply_opts(es_server_config *cfg, const serve_opts *o)
+{
+	if (o->bind_address && replace_str(&cfg->rest_bind_address, o->bind_address))
+		return ES_ENOMEM;
+	if (o->log_level && replace_str(&cfg->log_level, o->log_level))
+		return ES_ENOMEM;
+	if (o->rest_port >= 0)
+		cfg->rest_port = (int)o->rest_port;
+	if (o->rest_workers >= 0)
+		cfg->rest_workers = (int)o->rest_workers;
+	if (o->max_connections >= 0)
+		cfg->max_connections = (int)o->max_connections;
+	if (o->connection_timeout >= 0)
+		cfg->connection_timeout_s = (int)o->connection_timeout;
+	if (o->default_timeout_ms >= 0)
+		cfg->default_timeout_ms = o->default_timeout_ms;
+	if (o->exit_timeout_s >= 0)
+		cfg->exit_timeout_s = (int)o->exit_timeout_s;
+	if (o->max_request_bytes)
+		cfg->max_request_bytes = (size_t)o->max_request_bytes;
+	if (o->metrics_enable >= 0)
+		cfg->metrics_enable = o->metrics_enable == 1;
+	return 0;
+}
+
+/* A repository directory: DIR/config.json when it exists (the repository
+ * describes itself), otherwise every subdirectory is a model. */
+static int load_repository(const char *dir, es_server_config *cfg, es_error *err)
+{
+	size_t len = strlen(dir);
+	char *path = malloc(len + sizeof("/config.json"));
+	struct stat st;
+	int rc;
+
+	if (!path)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	memcpy(path, dir, len);
+	memcpy(path + len, "/config.json", sizeof("/config.json"));
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+		es_log_msg(ES_LOG_INFO, "config", "using the repository's config file %s",
+			   path);
+		rc = es_config_load_file(path, cfg, err);
+	} else {
+		rc = es_config_scan_repository(dir, cfg, err);
+	}
+	free(path);
+	return rc;
+}
+
+/* Loads what to serve into cfg. */
+static int load_models(es_server_config *cfg, const serve_opts *o, es_error *err)
+{
+	if (o->config_path)
+		return es_config_load_file(o->config_path, cfg, err);
+	if (o->model_path)
+		return add_single_model(cfg, o->model_name, o->model_path, err);
+	if (o->repository)
+		return load_repository(o->repository, cfg, err);
+	es_log_msg(ES_LOG_INFO, "config",
+		   "no model flags given: serving the example repository ./%s",
+		   DEFAULT_REPOSITORY);
+	return load_repository(DEFAULT_REPOSITORY, cfg, err);
+}
+
+static void *force_exit_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	if (sigwait(set, &sig) == 0) {
+		es_log_msg(ES_LOG_ERROR, "shutdown_forced",
+			   "second signal %d: exiting without waiting for requests", sig);
+		_exit(ES_CLI_EXIT_FAILURE);
+	}
+	return NULL;
+}
+
+static const char *signal_name(int sig)
+{
+	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
+}
+
+int es_cli_serve(int argc, char **argv)
+{
+	static sigset_t sigs; /* static: the force-exit thread reads it */
+	es_server_config cfg;
+	serve_opts o;
+	es_error err = {0};
+	es_metrics *metrics = NULL;
+	es_server *srv = NULL;
+	es_http *http = NULL;
+	es_log_level level = ES_LOG_INFO;
+	int rc, sig, status = ES_CLI_EXIT_FAILURE;
+
+	rc = parse_args(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	if (!o.config_path && !o.repository && !o.model_path &&
+	    !is_dir(DEFAULT_REPOSITORY))
+		return usage_error("nothing to serve: give --model_repository_path DIR, --config_path FILE or --model_name NAME --model_path DIR (without them, ./%s is served when it exists in the current directory)",
+				   DEFAULT_REPOSITORY);
+
+	es_config_defaults(&cfg);
+	if (apply_opts(&cfg, &o)) {
+		fprintf(stderr, PROG ": out of memory\n");
+		goto out_config;
+	}
+	if (cfg.log_level && es_log_parse_level(cfg.log_level, &level) == 0)
+		es_log_set_level(level);
+
+	rc = load_models(&cfg, &o, &err);
+	/* the file may not touch the network settings, but be sure */
+	if (!rc && apply_opts(&cfg, &o))
+		rc = es_error_set(&err, ES_ENOMEM, "out of memory");
+	if (!rc)
+		rc = es_config_validate(&cfg, &err);
+	if (rc) {
+		es_log_msg(ES_LOG_ERROR, "config_error", "%s", err.msg);
+		fprintf(stderr, PROG ": %s\n", err.msg);
+		goto out_config;
+	}
+
+	/* Block the shutdown signals before any thread exists, so that every
+	 * thread inherits the mask and only sigwait() below sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cfg.metrics_enable) {
+		metrics = es_metrics_new();
+		if (!metrics) {
+			fprintf(stderr, PROG ": out of memory\n");
+			goto out_config;
+		}
+	}
+	uint64_t t0 = es_now_ns();
+	rc = es_server_create(&cfg, metrics, &srv, &err);
+	if (rc) {
+		es_log_msg(ES_LOG_ERROR, "startup_error", "%s", err.msg);
+		fprintf(stderr, PROG ": %s\n", err.msg);
+		goto out_metrics;
+	}
+	rc = es_http_start(&cfg, srv, metrics, &http, &err);
+	if (rc) {
+		es_log_msg(ES_LOG_ERROR, "startup_error", "%s", err.msg);
+		fprintf(stderr, PROG ": %s\n", err.msg);
+		goto out_server;
+	}
+
+	es_logrec lr;
+	if (es_log_begin(&lr, ES_LOG_INFO, "server_ready")) {
+		es_log_str(&lr, "address", cfg.rest_bind_address ? cfg.rest_bind_address
+								 : "127.0.0.1");
+		es_log_int(&lr, "port", es_http_port(http));
+		es_log_int(&lr, "models", (int64_t)es_server_num_models(srv));
+		es_log_bool(&lr, "ready", es_server_ready(srv));
+		es_log_bool(&lr, "metrics", metrics != NULL);
+		es_log_f64(&lr, "startup_s", (double)(es_now_ns() - t0) / 1e9);
+		es_log_str(&lr, "version", ES_ENGINE_VERSION);
+		es_log_end(&lr);
+	}
+
+	do {
+		rc = sigwait(&sigs, &sig);
+	} while (rc != 0);
+
+	pthread_t force;
+	if (pthread_create(&force, NULL, force_exit_thread, &sigs) == 0)
+		pthread_detach(force);
+
+	uint64_t t_stop = es_now_ns();
+	int64_t budget_ms = (int64_t)cfg.exit_timeout_s * 1000;
+	if (es_log_begin(&lr, ES_LOG_INFO, "shutdown_begin")) {
+		es_log_str(&lr, "signal", signal_name(sig));
+		es_log_int(&lr, "inflight", (int64_t)es_http_inflight(http));
+		es_log_int(&lr, "exit_timeout_s", cfg.exit_timeout_s);
+		es_log_end(&lr);
+	}
+	es_http_begin_shutdown(http);
+	es_http_quiesce(http);
+	size_t cancelled = es_server_drain(srv, budget_ms);
+	/* The replies of the drained requests still have to be written;
+	 * give them what is left of the budget, and at least a second. */
+	int64_t spent_ms = (int64_t)((es_now_ns() - t_stop) / 1000000);
+	int64_t left_ms = budget_ms - spent_ms;
+	size_t unanswered = es_http_wait_idle(http, left_ms > 1000 ? left_ms : 1000);
+	es_http_stop(http);
+	http = NULL;
+	if (es_log_begin(&lr, ES_LOG_INFO, "shutdown_complete")) {
+		es_log_int(&lr, "cancelled", (int64_t)cancelled);
+		es_log_int(&lr, "unanswered", (int64_t)unanswered);
+		es_log_f64(&lr, "duration_s", (double)(es_now_ns() - t_stop) / 1e9);
+		es_log_end(&lr);
+	}
+	status = ES_CLI_EXIT_OK;
+
+out_server:
+	es_server_destroy(srv);
+out_metrics:
+	if (metrics)
+		es_metrics_free(metrics);
+out_config:
+	es_config_free(&cfg);
+	return status;
+}

@@ -1,0 +1,183 @@
+/*
+ * Private structures of the serving core, shared by config.c, repository.c
+ * and scheduler.c. Nothing outside src/serving/ includes this file.
+ *
+ * Locking, from outside in (a thread never takes an earlier lock while
+ * holding a later one):
+ *   es_servable.write_mu  serialises version table writers (load, unload)
+ *   es_server.reaper_mu   the reaper's sleep and its planned wake-up
+ *   es_device.mu          one device's queue, counters and workers
+ * Readers of a version table take no lock (see "version tables" below).
+ */
+#ifndef ES_SERVING_SERVING_INT_H
+#define ES_SERVING_SERVING_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "serving/serving.h"
+
+/* Queue capacity of a device that sets no max_queue_size and whose models
+ * give no nireq hint. */
+#define ES_DEFAULT_QUEUE_SIZE 1024
+/* Upper bounds accepted from configuration. */
+#define ES_MAX_STREAMS 256
+#define ES_MAX_THREADS 1024
+#define ES_MAX_QUEUE_SIZE (1 << 24)
+#define ES_NAME_MAX 255
+/* The reaper never rescans the queues more often than this (ns), so a burst
+ * of expiring requests costs at most one scan per interval. */
+#define ES_REAPER_MIN_INTERVAL_NS 1000000ull
+
+/* Model and device names: [A-Za-z0-9_.-]{1,255}, not starting with '.'. */
+bool es_serving_name_ok(const char *name);
+
+/*
+ * Rewrites a load error so that it names no host path: base_path becomes
+ * the model name ("classifier/2/model.onnx") and any other absolute path is
+ * cut to its last component. msg holds cap bytes.
+ */
+void es_serving_scrub_paths(char *msg, size_t cap, const char *base_path,
+			    const char *name);
+
+/* ---- devices (scheduler.c) ------------------------------------------------ */
+
+typedef struct es_device es_device;
+
+typedef struct es_worker {
+	es_device *dev;
+	int index;          /* stream number: sessions[index] of each version */
+	pthread_t thread;
+	bool started;
+	es_tensor *outputs; /* room for the outputs of the model being run */
+	size_t outputs_cap;
+} es_worker;
+
+struct es_device {
+	es_server *srv;
+	char *name;
+	char *backend;
+	int streams;
+	int threads;  /* intra-op threads of each stream session (resolved) */
+	int capacity; /* queue bound (resolved) */
+
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv; /* workers: something queued, or stop */
+	pthread_cond_t idle_cv; /* drain: queued, active and completing hit 0 */
+	bool sync_ready;        /* mu and the condvars are initialised */
+	es_request *head, *tail; /* FIFO through es_request.next */
+	int queued;
+	int active;      /* requests running on a stream */
+	int completing;  /* taken off the queue, complete() not returned yet */
+	bool accepting;  /* false once draining */
+	bool stop;       /* workers exit */
+
+	es_worker *workers; /* streams entries */
+
+	es_metric_child *m_queue_size, *m_capacity, *m_active, *m_streams,
+		*m_rejections;
+};
+
+/* Creates every configured device with its queue and stream workers, and
+ * the reaper thread. On failure everything started is stopped again. */
+int es_sched_start(es_server *s, const es_server_config *cfg, es_error *err);
+/* Joins workers and the reaper and frees the devices. Queues must be empty
+ * (es_server_drain first). Safe on a partially started server. */
+void es_sched_stop(es_server *s);
+es_device *es_sched_find_device(es_server *s, const char *name);
+
+/* ---- versions and version tables (repository.c) ---------------------------
+ *
+ * Every model has an atomic pointer to an immutable version table. A writer
+ * (holding write_mu) copies the table, changes the copy and publishes it by
+ * swapping the pointer; the old table is freed, and the version references
+ * it held dropped, only after a grace period in which every reader that may
+ * have loaded the old pointer has left.
+ *
+ * Readers are counted in one of two counters chosen by the parity of an
+ * epoch (the scheme of sleepable RCU with a counter flip):
+ *   reader: e = epoch; readers[e&1]++; if (epoch != e) { undo; retry }
+ *           t = table; ... use t ...; readers[e&1]--
+ *   writer: old = exchange(table, new); e = epoch; epoch = e + 1;
+ *           wait until readers[e&1] == 0; free old
+ * All accesses are sequentially consistent. A reader that got `old` loaded
+ * the table before the exchange, so its increment and its check of the
+ * epoch came before the writer's flip: it counted itself under the parity
+ * the writer then waits on (had it seen an older epoch, the previous
+ * writer's flip would have followed its increment and that writer would
+ * have waited for it). Readers arriving after the flip use the other
+ * counter, so the wait ends even under constant traffic. Readers hold a
+ * table only to look an entry up and take a reference on its version, so
+ * writers wait nanoseconds.
+ */
+
+typedef struct es_vt_entry {
+	int64_t number;
+	es_version_state state;
+	char reason[256];
+	es_version *v; /* set while the version is loaded: the table's reference */
+} es_vt_entry;
+
+typedef struct es_vtable {
+	size_t n;
+	es_vt_entry e[]; /* highest version first */
+} es_vtable;
+
+/* Publishes a copy of m's current table through the normal writer path. */
+int es_serving_table_touch(es_servable *m);
+
+struct es_version {
+	atomic_uint refs;
+	es_servable *servable; /* valid while the server lives */
+	int64_t number;
+	es_model *model;
+	es_session **sessions; /* one per stream of the model's device */
+	int n_sessions;
+	es_metric_child *m_queue_wait, *m_inference;
+};
+
+struct es_servable {
+	es_server *srv;
+	char *name;
+	char *base_path;
+	es_version_policy policy; /* a copy; versions owned */
+	es_device *dev;
+
+	_Atomic(es_vtable *) table;
+	atomic_uint epoch;
+	atomic_uint readers[2];
+	pthread_mutex_t write_mu;
+
+	es_metric_child *m_load_failures, *m_deadline;
+};
+
+struct es_server {
+	es_metrics *metrics;
+	int ncpu;
+	atomic_bool draining;
+
+	es_device *devices;
+	size_t n_devices;
+	es_servable **models;
+	size_t n_models;
+
+	/* The reaper completes queued requests whose deadline passed. It sleeps
+	 * until reaper_wake_ns; a submitter with an earlier deadline lowers it
+	 * and signals. */
+	pthread_mutex_t reaper_mu;
+	pthread_cond_t reaper_cv;
+	bool reaper_sync_ready;
+	bool reaper_stop;
+	bool reaper_started;
+	pthread_t reaper;
+	_Atomic uint64_t reaper_wake_ns;
+
+	/* metric families (NULL without a registry) */
+	es_metric *f_queue_wait, *f_inference, *f_queue_size, *f_queue_capacity,
+		*f_active, *f_streams, *f_rejections, *f_deadline,
+		*f_load_seconds, *f_version_state, *f_load_failures;
+};
+
+#endif

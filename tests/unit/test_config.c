@@ -1,0 +1,517 @@
+/* Server configuration: defaults, the OVMS-style file, repository scan,
+ * validation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "serving/serving.h"
+
+#define REPO ES_TEST_DATA_DIR "/serving/repo"
+
+/* ---- a scratch directory per test ------------------------------------------ */
+
+/* snprintf without gcc's truncation analysis: these paths are short. */
+static void fmt(char *out, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *out, size_t n, const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	vsnprintf(out, n, f, ap);
+	va_end(ap);
+}
+
+typedef struct scratch {
+	char dir[PATH_MAX];
+	char files[16][PATH_MAX];
+	int n_files;
+	char dirs[16][PATH_MAX];
+	int n_dirs;
+} scratch;
+
+static int scratch_setup(void **state)
+{
+	scratch *s = calloc(1, sizeof(*s));
+	assert_non_null(s);
+	fmt(s->dir, sizeof(s->dir), "/tmp/es_test_config.XXXXXX");
+	assert_non_null(mkdtemp(s->dir));
+	*state = s;
+	return 0;
+}
+
+static int scratch_teardown(void **state)
+{
+	scratch *s = *state;
+	for (int i = s->n_files - 1; i >= 0; i--)
+		unlink(s->files[i]);
+	for (int i = s->n_dirs - 1; i >= 0; i--)
+		rmdir(s->dirs[i]);
+	rmdir(s->dir);
+	free(s);
+	return 0;
+}
+
+static const char *scratch_mkdir(scratch *s, const char *rel)
+{
+	char *p = s->dirs[s->n_dirs++];
+	fmt(p, PATH_MAX, "%s/%s", s->dir, rel);
+	assert_int_equal(mkdir(p, 0755), 0);
+	return p;
+}
+
+static const char *scratch_write(scratch *s, const char *rel, const char *text)
+{
+	char *p = s->files[s->n_files++];
+	fmt(p, PATH_MAX, "%s/%s", s->dir, rel);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return p;
+}
+
+/* Loads `text` as a config file; returns the status, err holds the message. */
+static int load_text(scratch *s, const char *text, es_server_config *cfg, es_error *err)
+{
+	const char *path = scratch_write(s, "config.json", text);
+	es_config_defaults(cfg);
+	memset(err, 0, sizeof(*err));
+	return es_config_load_file(path, cfg, err);
+}
+
+/* Expects loading `text` to fail with a message containing `needle`. */
+static void expect_error(void **state, const char *text, const char *needle)
+{
+	es_server_config cfg;
+	es_error err;
+	int rc = load_text(*state, text, &cfg, &err);
+	if (rc == 0 || !strstr(err.msg, needle))
+		fail_msg("config %s\n  rc %d, message '%s'\n  expected a message with '%s'",
+			 text, rc, err.msg, needle);
+	/* a failed load changes nothing */
+	assert_int_equal(cfg.n_models, 0);
+	assert_int_equal(cfg.n_devices, 1);
+	assert_string_equal(cfg.devices[0].name, "CPU");
+	es_config_free(&cfg);
+	scratch *s = *state;
+	unlink(s->files[--s->n_files]);
+}
+
+/* ---- defaults ---------------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+	es_server_config cfg;
+	es_error err = { 0 };
+	es_config_defaults(&cfg);
+	assert_string_equal(cfg.rest_bind_address, "127.0.0.1");
+	assert_int_equal(cfg.rest_port, 8000);
+	assert_int_equal(cfg.default_timeout_ms, 30000);
+	assert_true(cfg.metrics_enable);
+	assert_string_equal(cfg.log_level, "INFO");
+	assert_int_equal(cfg.n_devices, 1);
+	assert_string_equal(cfg.devices[0].name, "CPU");
+	assert_string_equal(cfg.devices[0].backend, "cpu");
+	assert_true(cfg.devices[0].streams >= 1);
+	assert_true(cfg.devices[0].max_queue_size >= 1);
+	assert_int_equal(cfg.n_models, 0);
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+	assert_null(cfg.devices);
+	assert_null(cfg.rest_bind_address);
+	es_config_free(&cfg); /* twice is harmless */
+}
+
+/* ---- the OVMS file ------------------------------------------------------------ */
+
+static void test_load_ovms_file(void **state)
+{
+	scratch *s = *state;
+	es_server_config cfg;
+	es_error err;
+	int rc = load_text(s,
+		"{\n"
+		"  \"model_config_list\": [\n"
+		"    {\"config\": {\"name\": \"resnet\", \"base_path\": \"models/resnet\",\n"
+		"                \"model_version_policy\": {\"latest\": {\"num_versions\": 2}},\n"
+		"                \"target_device\": \"NPU0\", \"nireq\": 4}},\n"
+		"    {\"config\": {\"name\": \"bert\", \"base_path\": \"/opt/models/bert/\",\n"
+		"                \"model_version_policy\": {\"specific\": {\"versions\": [1, 3]}}}},\n"
+		"    {\"config\": {\"name\": \"mlp\", \"base_path\": \"./mlp\",\n"
+		"                \"model_version_policy\": {\"all\": {}}}},\n"
+		"    {\"config\": {\"name\": \"plain\", \"base_path\": \"plain\",\n"
+		"                \"model_version_policy\": {\"latest\": {}}}}\n"
+		"  ],\n"
+		"  \"devices\": [\n"
+		"    {\"name\": \"CPU\", \"backend\": \"cpu\", \"streams\": 2,\n"
+		"     \"threads_per_stream\": 1, \"max_queue_size\": 32},\n"
+		"    {\"name\": \"NPU0\", \"streams\": 1}\n"
+		"  ]\n"
+		"}\n", &cfg, &err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(cfg.n_models, 4);
+	char want[PATH_MAX];
+
+	es_model_config *m = &cfg.models[0];
+	assert_string_equal(m->name, "resnet");
+	fmt(want, sizeof(want), "%s/models/resnet", s->dir);
+	assert_string_equal(m->base_path, want); /* relative to the file */
+	assert_int_equal(m->policy.kind, ES_POLICY_LATEST);
+	assert_int_equal(m->policy.num_versions, 2);
+	assert_string_equal(m->target_device, "NPU0");
+	assert_int_equal(m->nireq, 4);
+
+	m = &cfg.models[1];
+	assert_string_equal(m->base_path, "/opt/models/bert"); /* absolute kept */
+	assert_int_equal(m->policy.kind, ES_POLICY_SPECIFIC);
+	assert_int_equal(m->policy.n_versions, 2);
+	assert_int_equal(m->policy.versions[0], 1);
+	assert_int_equal(m->policy.versions[1], 3);
+	assert_null(m->target_device);
+
+	m = &cfg.models[2];
+	fmt(want, sizeof(want), "%s/./mlp", s->dir);
+	assert_string_equal(m->base_path, want);
+	assert_int_equal(m->policy.kind, ES_POLICY_ALL);
+
+	m = &cfg.models[3];
+	assert_int_equal(m->policy.kind, ES_POLICY_LATEST);
+	assert_int_equal(m->policy.num_versions, 1);
+
+	/* the file's devices replace the default one */
+	assert_int_equal(cfg.n_devices, 2);
+	assert_string_equal(cfg.devices[0].name, "CPU");
+	assert_int_equal(cfg.devices[0].streams, 2);
+	assert_int_equal(cfg.devices[0].threads_per_stream, 1);
+	assert_int_equal(cfg.devices[0].max_queue_size, 32);
+	assert_string_equal(cfg.devices[1].name, "NPU0");
+	assert_string_equal(cfg.devices[1].backend, "cpu");
+	assert_int_equal(cfg.devices[1].streams, 1);
+	/* no max_queue_size: the nireq of its model is the hint */
+	assert_int_equal(cfg.devices[1].max_queue_size, 4);
+
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+}
+
+static void test_load_appends_to_existing_models(void **state)
+{
+	scratch *s = *state;
+	es_server_config cfg;
+	es_error err = { 0 };
+	es_config_defaults(&cfg);
+	assert_int_equal(es_config_scan_repository(REPO, &cfg, &err), 0);
+	size_t before = cfg.n_models;
+	const char *path = scratch_write(s, "c.json",
+		"{\"model_config_list\": [{\"config\": {\"name\": \"x\", \"base_path\": \"/x\"}}]}");
+	assert_int_equal(es_config_load_file(path, &cfg, &err), 0);
+	assert_int_equal(cfg.n_models, before + 1);
+	assert_string_equal(cfg.models[before].name, "x");
+	/* no devices key: the default device stays */
+	assert_int_equal(cfg.n_devices, 1);
+	assert_string_equal(cfg.devices[0].name, "CPU");
+	es_config_free(&cfg);
+}
+
+static void test_default_queue_size_without_hint(void **state)
+{
+	es_server_config cfg;
+	es_error err;
+	assert_int_equal(load_text(*state,
+		"{\"devices\": [{\"name\": \"D\"}]}", &cfg, &err), 0);
+	assert_int_equal(cfg.devices[0].max_queue_size, 1024);
+	assert_int_equal(cfg.devices[0].streams, 1);
+	assert_int_equal(cfg.devices[0].threads_per_stream, 0);
+	es_config_free(&cfg);
+}
+
+static void test_unknown_keys_named_with_location(void **state)
+{
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"nam\": \"m\", \"base_path\": \"p\"}}]}",
+		"model_config_list[0].config: unknown key 'nam'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\"}},"
+		" {\"config\": {\"name\": \"n\", \"base_path\": \"p\", \"batch_size\": 1}}]}",
+		"model_config_list[1].config: unknown key 'batch_size'");
+	expect_error(state, "{\"model_config_list\": [], \"monitoring\": {}}",
+		     "top level: unknown key 'monitoring'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"cfg\": {}}]}",
+		"model_config_list[0]: unknown key 'cfg'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"latest\": {\"num_version\": 2}}}}]}",
+		"model_config_list[0].config.model_version_policy.latest: unknown key 'num_version'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"newest\": {}}}}]}",
+		"model_config_list[0].config.model_version_policy: unknown key 'newest'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"all\": {\"x\": 1}}}}]}",
+		"model_config_list[0].config.model_version_policy.all: unknown key 'x'");
+	expect_error(state, "{\"devices\": [{\"name\": \"D\", \"stream\": 2}]}",
+		     "devices[0]: unknown key 'stream'");
+}
+
+static void test_wrong_types(void **state)
+{
+	expect_error(state, "[]", "top level: expected an object, got an array");
+	expect_error(state, "{\"model_config_list\": {}}",
+		     "model_config_list: expected an array, got an object");
+	expect_error(state, "{\"model_config_list\": [5]}",
+		     "model_config_list[0]: expected an object, got a number");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": 7, \"base_path\": \"p\"}}]}",
+		"model_config_list[0].config.name: expected a string, got a number");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\", \"nireq\": \"4\"}}]}",
+		"model_config_list[0].config.nireq: expected an integer");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\", \"nireq\": 1.5}}]}",
+		"model_config_list[0].config.nireq: expected an integer from 0 to");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"specific\": {\"versions\": [1, \"3\"]}}}}]}",
+		"model_config_list[0].config.model_version_policy.specific.versions[1]: expected an integer");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"specific\": {\"versions\": 3}}}}]}",
+		"versions: expected an array of version numbers, got a number");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"specific\": {\"versions\": [0]}}}}]}",
+		"versions[0]: expected an integer from 1 to");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"latest\": {\"num_versions\": 0}}}}]}",
+		"latest.num_versions: expected an integer from 1 to");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": \"latest\"}}]}",
+		"model_version_policy: expected an object, got a string");
+	expect_error(state, "{\"devices\": [{\"name\": \"D\", \"streams\": 0}]}",
+		     "devices[0].streams: expected an integer from 1 to");
+	expect_error(state, "{\"devices\": [{\"name\": \"D\", \"streams\": true}]}",
+		     "devices[0].streams: expected an integer from 1 to 256, got a boolean");
+	expect_error(state, "{\"devices\": [{\"name\": \"D\", \"max_queue_size\": 0}]}",
+		     "devices[0].max_queue_size: expected an integer from 1 to");
+	expect_error(state, "{\"devices\": []}", "devices: at least one device is required");
+}
+
+static void test_missing_and_malformed(void **state)
+{
+	expect_error(state, "{\"model_config_list\": [{\"config\": {\"name\": \"m\"}}]}",
+		     "model_config_list[0].config: missing required key 'base_path'");
+	expect_error(state, "{\"model_config_list\": [{\"config\": {\"base_path\": \"p\"}}]}",
+		     "model_config_list[0].config: missing required key 'name'");
+	expect_error(state, "{\"model_config_list\": [{}]}",
+		     "model_config_list[0]: missing required key 'config'");
+	expect_error(state, "{\"model_config_list\": [{\"config\": {\"name\": \"\", \"base_path\": \"p\"}}]}",
+		     "model_config_list[0].config.name: must not be empty");
+	expect_error(state, "{\"devices\": [{\"streams\": 1}]}",
+		     "devices[0]: missing required key 'name'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"model_version_policy\": {\"latest\": {}, \"all\": {}}}}]}",
+		"expected exactly one of 'latest', 'specific', 'all'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"name\": \"n\", \"base_path\": \"p\"}}]}",
+		"model_config_list[0].config: duplicate key 'name'");
+	expect_error(state, "{\n  \"model_config_list\": [\n    {\"config\": }\n]}",
+		     "invalid JSON at line 3, column 16");
+	expect_error(state, "", "invalid JSON at line 1");
+}
+
+static void test_missing_file(void **state)
+{
+	es_server_config cfg;
+	es_error err = { 0 };
+	es_config_defaults(&cfg);
+	assert_int_equal(es_config_load_file("/nonexistent/edgeserve.json", &cfg, &err), ES_EIO);
+	assert_non_null(strstr(err.msg, "cannot open config file"));
+	es_config_free(&cfg);
+}
+
+/* ---- repository scan ------------------------------------------------------------ */
+
+static void test_scan_repository(void **state)
+{
+	scratch *s = *state;
+	es_server_config cfg;
+	es_error err = { 0 };
+	scratch_mkdir(s, "zeta");
+	scratch_mkdir(s, "alpha");
+	scratch_mkdir(s, "my.model-2_b");
+	scratch_mkdir(s, ".hidden");
+	scratch_mkdir(s, "bad name");
+	scratch_write(s, "config.json", "{}");
+	scratch_write(s, "notes.txt", "not a model");
+
+	es_config_defaults(&cfg);
+	assert_int_equal(es_config_scan_repository(s->dir, &cfg, &err), 0);
+	assert_int_equal(cfg.n_models, 3);
+	assert_string_equal(cfg.models[0].name, "alpha");
+	assert_string_equal(cfg.models[1].name, "my.model-2_b");
+	assert_string_equal(cfg.models[2].name, "zeta");
+	char want[PATH_MAX];
+	fmt(want, sizeof(want), "%s/alpha", s->dir);
+	assert_string_equal(cfg.models[0].base_path, want);
+	for (size_t i = 0; i < cfg.n_models; i++) {
+		assert_int_equal(cfg.models[i].policy.kind, ES_POLICY_LATEST);
+		assert_int_equal(cfg.models[i].policy.num_versions, 1);
+		assert_null(cfg.models[i].target_device);
+	}
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	assert_int_equal(es_config_scan_repository(ES_TEST_DATA_DIR "/../../examples/models",
+						   &cfg, &err), 0);
+	assert_int_equal(cfg.n_models, 2);
+	assert_string_equal(cfg.models[0].name, "classifier");
+	assert_string_equal(cfg.models[1].name, "scaler");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	assert_int_equal(es_config_scan_repository("/nonexistent/models", &cfg, &err), ES_EIO);
+	es_config_free(&cfg);
+}
+
+/* ---- validation ------------------------------------------------------------------- */
+
+static es_model_config *add_model(es_server_config *cfg, const char *name)
+{
+	cfg->models = realloc(cfg->models, (cfg->n_models + 1) * sizeof(*cfg->models));
+	assert_non_null(cfg->models);
+	es_model_config *m = &cfg->models[cfg->n_models++];
+	memset(m, 0, sizeof(*m));
+	m->name = strdup(name);
+	m->base_path = strdup("/models/x");
+	m->policy.kind = ES_POLICY_LATEST;
+	m->policy.num_versions = 1;
+	return m;
+}
+
+static void expect_invalid(es_server_config *cfg, const char *needle)
+{
+	es_error err = { 0 };
+	int rc = es_config_validate(cfg, &err);
+	if (rc == 0 || !strstr(err.msg, needle))
+		fail_msg("rc %d, message '%s', expected '%s'", rc, err.msg, needle);
+}
+
+static void test_validate(void **state)
+{
+	es_server_config cfg;
+	es_error err = { 0 };
+
+	es_config_defaults(&cfg);
+	add_model(&cfg, "a");
+	add_model(&cfg, "a");
+	expect_invalid(&cfg, "model name 'a' is used twice");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	add_model(&cfg, "../etc");
+	expect_invalid(&cfg, "name '../etc' is not valid");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	add_model(&cfg, ".hidden");
+	expect_invalid(&cfg, "is not valid");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	add_model(&cfg, "m")->target_device = strdup("GPU");
+	expect_invalid(&cfg, "model 'm': target_device 'GPU' is not a configured device");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	es_model_config *m = add_model(&cfg, "m");
+	m->policy.kind = ES_POLICY_SPECIFIC;
+	m->policy.versions = calloc(2, sizeof(int64_t));
+	m->policy.versions[0] = 2;
+	m->policy.versions[1] = 2;
+	m->policy.n_versions = 2;
+	expect_invalid(&cfg, "version 2 is listed twice");
+	m->policy.versions[1] = 0;
+	expect_invalid(&cfg, "version numbers must be >= 1");
+	m->policy.n_versions = 0;
+	expect_invalid(&cfg, "specific policy lists no versions");
+	m->policy.kind = ES_POLICY_LATEST;
+	m->policy.num_versions = 0;
+	expect_invalid(&cfg, "num_versions must be >= 1");
+	m->policy.num_versions = 3;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	free(m->base_path);
+	m->base_path = NULL;
+	expect_invalid(&cfg, "model 'm': base_path is not set");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	cfg.devices[0].streams = 0;
+	expect_invalid(&cfg, "device 'CPU': streams");
+	cfg.devices[0].streams = 1;
+	cfg.devices[0].max_queue_size = 0;
+	expect_invalid(&cfg, "device 'CPU': max_queue_size");
+	cfg.devices[0].max_queue_size = 1;
+	free(cfg.devices[0].backend);
+	cfg.devices[0].backend = strdup("tpu");
+	expect_invalid(&cfg, "backend: expected 'cpu', got 'tpu'");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	cfg.devices = realloc(cfg.devices, 2 * sizeof(*cfg.devices));
+	cfg.devices[1] = cfg.devices[0];
+	cfg.devices[1].name = strdup("CPU");
+	cfg.devices[1].backend = strdup("cpu");
+	cfg.n_devices = 2;
+	expect_invalid(&cfg, "device name 'CPU' is used twice");
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	cfg.rest_port = 70000;
+	expect_invalid(&cfg, "rest_port");
+	cfg.rest_port = 0;
+	free(cfg.log_level);
+	cfg.log_level = strdup("LOUD");
+	expect_invalid(&cfg, "log_level");
+	free(cfg.log_level);
+	cfg.log_level = strdup("debug");
+	cfg.default_timeout_ms = 0;
+	expect_invalid(&cfg, "default_timeout_ms");
+	cfg.default_timeout_ms = 5;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test_setup_teardown(test_load_ovms_file, scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_load_appends_to_existing_models,
+						scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_default_queue_size_without_hint,
+						scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_keys_named_with_location,
+						scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_types, scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_missing_and_malformed,
+						scratch_setup, scratch_teardown),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test_setup_teardown(test_scan_repository, scratch_setup, scratch_teardown),
+		cmocka_unit_test(test_validate),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
