@@ -134,13 +134,19 @@ typedef struct api_ctx {
 	es_servable *model;       /* NULL until resolved */
 	api_model_stats *stats;   /* NULL when not a known model */
 	char id[API_ID_MAX + 1];  /* request id (KServe id, X-Request-Id or ours) */
-	bool id_from_body;
+	bool id_cut;              /* id is a cut-down copy: not echoed as a header */
 
-	/* body */
+	/* body: body = body_mem + body_pad, placed so that the binary part
+	 * (at Inference-Header-Content-Length) starts 64-byte aligned */
 	char *body;
+	char *body_mem;
+	size_t body_pad;
 	size_t body_len;
-	size_t body_cap;
+	size_t body_cap;          /* usable bytes from body */
 	size_t discarded;         /* bytes dropped after the limit was passed */
+	uint64_t received;        /* body bytes seen so far (kept or dropped) */
+	uint64_t content_length;  /* announced body length */
+	bool has_length;          /* false: chunked (or no body) */
 	bool too_large;
 
 	/* inference */

@@ -27,7 +27,9 @@
 #include "obs/log.h"
 
 /* Per-connection memory microhttpd may use for headers and read buffers. */
-#define CONN_MEMORY_LIMIT ((size_t)64 * 1024)
+#define CONN_MEMORY_LIMIT ((size_t)32 * 1024)
+/* Alignment of the binary part of a request body. */
+#define BODY_ALIGN ((size_t)64)
 /* First allocation for a body of unknown length (chunked upload). */
 #define BODY_INITIAL_CAP ((size_t)64 * 1024)
 /* A body that is not wanted (the reply is an error decided from the
@@ -274,7 +276,7 @@ static enum MHD_Result send_reply(api_ctx *c)
 		snprintf(num, sizeof(num), "%zu", c->resp_json_len);
 		MHD_add_response_header(resp, "Inference-Header-Content-Length", num);
 	}
-	if (id_header_safe(c->id))
+	if (!c->id_cut && id_header_safe(c->id))
 		MHD_add_response_header(resp, "X-Request-Id", c->id);
 	if (c->status == 503)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
@@ -304,6 +306,18 @@ static void set_request_id(api_ctx *c)
 	snprintf(c->id, sizeof(c->id), "%08" PRIx32 "%08" PRIx64, h->id_prefix, n);
 }
 
+/* The path for logs and messages: printable ASCII, cut to fit. */
+static void copy_path(char *out, size_t cap, const char *url)
+{
+	size_t o = 0;
+
+	for (; *url && o + 1 < cap; url++) {
+		unsigned char ch = (unsigned char)*url;
+		out[o++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+	}
+	out[o] = '\0';
+}
+
 static api_ctx *ctx_new(es_http *h, struct MHD_Connection *conn,
 			const char *url, const char *method)
 {
@@ -315,7 +329,7 @@ static api_ctx *ctx_new(es_http *h, struct MHD_Connection *conn,
 	c->conn = conn;
 	c->t_recv_ns = es_now_ns();
 	c->method = method;
-	es_api_sanitize(c->path, sizeof(c->path), url ? url : "");
+	copy_path(c->path, sizeof(c->path), url ? url : "");
 	atomic_init(&c->phase, PH_RECEIVING);
 	c->req.stream = -1;
 	set_request_id(c);
@@ -329,7 +343,7 @@ static void ctx_free(api_ctx *c)
 	es_http *h = c->h;
 
 	es_api_infer_cleanup(c);
-	free(c->body);
+	free(c->body_mem);
 	es_buf_free(&c->resp);
 	free(c);
 	es_gauge_add(h->inflight_gauge, -1);
@@ -359,12 +373,38 @@ static bool method_is(const char *m, const char *lit)
 	return m && strcmp(m, lit) == 0;
 }
 
+/*
+ * Makes room for cap bytes of body. Binary tensors are used where they lie
+ * in the body (no copy), so the body is placed at body_pad past a 64-byte
+ * boundary: the first binary tensor then starts aligned.
+ */
+static bool body_reserve(api_ctx *c, size_t cap)
+{
+	void *mem;
+	size_t total;
+
+	if (es_add_size(cap, c->body_pad, &total) ||
+	    posix_memalign(&mem, BODY_ALIGN, total))
+		return false;
+	if (c->body_len)
+		memcpy((char *)mem + c->body_pad, c->body, c->body_len);
+	free(c->body_mem);
+	c->body_mem = mem;
+	c->body = (char *)mem + c->body_pad;
+	c->body_cap = cap;
+	return true;
+}
+
 /* First handler call: route, method, size limit. Either prepares a reply
  * (phase PH_READY) or gets ready to receive a body. */
 static void first_call(api_ctx *c, const char *url)
 {
 	es_http *h = c->h;
 	api_route *r = &c->route;
+
+	const char *cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+	c->has_length = cl && parse_size(cl, &c->content_length);
 
 	es_api_route_parse(url, r);
 	if (r->kind == R_MODEL_INFER)
@@ -402,25 +442,24 @@ static void first_call(api_ctx *c, const char *url)
 	/* Inference: unknown models are refused before the body is read. */
 	if (!es_api_resolve_model(c))
 		return;
-	const char *cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
-	uint64_t len;
-	if (cl && parse_size(cl, &len)) {
+	uint64_t len, json_len;
+	const char *hl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+						     "Inference-Header-Content-Length");
+	if (hl && parse_size(hl, &json_len))
+		c->body_pad = (BODY_ALIGN - (size_t)(json_len % BODY_ALIGN)) % BODY_ALIGN;
+	if (c->has_length) {
+		len = c->content_length;
 		if (len > h->cfg->max_request_bytes) {
 			es_api_reply_error(c, 413, ES_ETOOLARGE,
 					   "request body of %" PRIu64 " bytes for model '%s' is larger than the limit of %zu bytes",
 					   len, r->model, h->cfg->max_request_bytes);
 			return;
 		}
-		if (len > 0) {
-			c->body = malloc((size_t)len + 1);
-			if (!c->body) {
-				es_api_reply_error(c, 503, ES_ENOMEM,
-						   "out of memory for a request body of %" PRIu64 " bytes",
-						   len);
-				return;
-			}
-			c->body_cap = (size_t)len + 1;
+		if (len > 0 && !body_reserve(c, (size_t)len + 1)) {
+			es_api_reply_error(c, 503, ES_ENOMEM,
+					   "out of memory for a request body of %" PRIu64 " bytes",
+					   len);
+			return;
 		}
 	}
 }
@@ -435,8 +474,8 @@ static bool accept_body(api_ctx *c, const char *data, size_t n)
 		/* chunked upload past the limit: drop it, reply at the end */
 		c->too_large = true;
 		c->discarded = need;
-		free(c->body);
-		c->body = NULL;
+		free(c->body_mem);
+		c->body_mem = c->body = NULL;
 		c->body_cap = 0;
 		return true;
 	}
@@ -444,16 +483,44 @@ static bool accept_body(api_ctx *c, const char *data, size_t n)
 		size_t cap = c->body_cap ? c->body_cap : BODY_INITIAL_CAP;
 		while (cap < need + 1)
 			cap = cap > limit / 2 ? limit + 1 : cap * 2;
-		char *nb = realloc(c->body, cap);
-		if (!nb)
+		if (!body_reserve(c, cap))
 			return false;
-		c->body = nb;
-		c->body_cap = cap;
 	}
 	memcpy(c->body + c->body_len, data, n);
 	c->body_len = need;
 	c->body[need] = '\0';
 	return true;
+}
+
+/*
+ * True when a request body is still incomplete and the client has already
+ * closed its side. microhttpd 0.9.75 under epoll misses a FIN that arrives
+ * together with the last data it reads (it takes a short read as "no more
+ * data" and waits for an edge that never comes), which would keep an
+ * aborted request in flight until the connection timeout. A body that can
+ * no longer be completed is worth one non-blocking peek per chunk.
+ */
+static bool client_gone(api_ctx *c)
+{
+	const union MHD_ConnectionInfo *ci;
+	char byte;
+
+	if (c->has_length && c->received >= c->content_length)
+		return false; /* complete: a half-close after it is legitimate */
+	if (!c->has_length &&
+	    !MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+					 MHD_HTTP_HEADER_TRANSFER_ENCODING))
+		return false; /* no body at all */
+	ci = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!ci)
+		return false;
+	return recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* A body announced larger than we are willing to read only to drop it. */
+static bool body_too_big_to_drop(const api_ctx *c)
+{
+	return c->has_length && c->content_length > DISCARD_MAX;
 }
 
 /*
@@ -477,21 +544,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			return MHD_NO;
 		*con_cls = c;
 		first_call(c, url);
-		if (atomic_load(&c->phase) == PH_READY && c->status == 413)
+		if (atomic_load(&c->phase) == PH_READY &&
+		    (c->status == 413 || body_too_big_to_drop(c)))
 			return send_reply(c);
-		return MHD_YES;
+		return client_gone(c) ? MHD_NO : MHD_YES;
 	}
 	if (*upload_data_size) {
 		size_t n = *upload_data_size;
 		*upload_data_size = 0;
-		if (atomic_load(&c->phase) == PH_RECEIVING && !c->too_large)
-			return accept_body(c, upload_data, n) ? MHD_YES : MHD_NO;
-		/* the reply is decided already: read the body and drop it, so
-		 * that the connection stays usable, up to a bound */
-		if (es_add_size(c->discarded, n, &c->discarded) ||
-		    c->discarded > DISCARD_MAX)
+		c->received += n;
+		if (atomic_load(&c->phase) == PH_RECEIVING && !c->too_large) {
+			if (!accept_body(c, upload_data, n))
+				return MHD_NO;
+		} else if (es_add_size(c->discarded, n, &c->discarded) ||
+			   c->discarded > DISCARD_MAX) {
+			/* the reply is decided already: the body is read and
+			 * dropped so the connection stays usable, up to a
+			 * bound */
 			return MHD_NO;
-		return MHD_YES;
+		}
+		return client_gone(c) ? MHD_NO : MHD_YES;
 	}
 	switch (atomic_load(&c->phase)) {
 	case PH_RECEIVING:

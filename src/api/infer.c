@@ -131,7 +131,7 @@ static bool prepare_kserve(api_ctx *c, const es_model *m)
 	c->have_v2 = true;
 	if (c->v2.id) {
 		snprintf(c->id, sizeof(c->id), "%s", c->v2.id);
-		c->id_from_body = true;
+		c->id_cut = strlen(c->v2.id) > API_ID_MAX;
 	}
 
 	/* inputs, by name, into model order */

@@ -8,10 +8,14 @@
  * FP16/BF16 round from the double; when that double sits exactly on a
  * rounding midpoint of the small type, the decimal text decides which way
  * the true value lies, so the result is rounded once.
+ *
+ * Float32 output searches the fewest digits whose nearest decimal falls
+ * inside the interval of reals that round to the float (computed in
+ * double, where that interval's ends are exact), so it costs a handful of
+ * multiplications instead of repeated snprintf/strtof round trips.
  */
 #include "api/json_num.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,34 +538,65 @@ static size_t put_decimal(char *buf, bool neg, uint64_t N, int k)
 	return n;
 }
 
-#if LDBL_MANT_DIG >= 64
-/* Powers of ten exact in a 64-bit significand (5^27 < 2^64). */
-static const long double pow10_l[28] = {
-	1e0L, 1e1L, 1e2L, 1e3L, 1e4L, 1e5L, 1e6L, 1e7L, 1e8L, 1e9L, 1e10L,
-	1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
-	1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
-};
-
-/* 10^k for 0 <= k <= 54, within one rounding. */
-static long double p10l(int k)
+/* 10^k for -66 <= k <= 66 in double: exact up to 22, otherwise within
+ * two roundings. */
+static double p10d(int k)
 {
-	return k <= 27 ? pow10_l[k] : pow10_l[27] * pow10_l[k - 27];
-}
+	unsigned u = k < 0 ? (unsigned)-k : (unsigned)k;
+	double v;
 
-static long double p10s(int k)
-{
-	return k >= 0 ? p10l(k) : 1 / p10l(-k);
+	if (u > 66)
+		u = 66;
+	if (u <= 22)
+		v = pow10_d[u];
+	else if (u <= 44)
+		v = pow10_d[22] * pow10_d[u - 22];
+	else
+		v = pow10_d[22] * pow10_d[22] * pow10_d[u - 44];
+	return k < 0 ? 1 / v : v;
 }
 
 /*
- * Shortest float32 text: for p = 1, 2, ... digits, round |f| to p
- * significant digits and keep the first candidate that lies inside the
- * interval of reals that round to f. The interval ends are exact in long
- * double (25 bits); candidates are computed with a relative error below
- * 1e-18, so only candidates within 1e-17 of an end need strtof to decide.
+ * The candidate for float32 text with p significant digits: |f| rounded
+ * to p digits, as r * 10^-s. Returns 1 if it reads back as f, 0 if not.
+ * The ends of the interval of reals that round to f are exact doubles (25
+ * bits); the candidate's relative error is below 1e-15, far inside the
+ * interval's relative width (> 5e-8), so only candidates within 1e-15 of
+ * an end need strtof to decide.
+ */
+struct f32_short {
+	float f;
+	double a, lo, hi;
+	int e10;
+	char *buf;
+};
+
+static int f32_try(struct f32_short *st, int p, double *r_out, int *s_out)
+{
+	int s = p - 1 - st->e10; /* a * 10^s has p digits before the point */
+	double sc = s >= 0 ? st->a * p10d(s) : st->a / p10d(-s);
+	double r = nearbyint(sc);
+	double c = s >= 0 ? r / p10d(s) : r * p10d(-s);
+	double margin = c * 1e-15;
+
+	*r_out = r;
+	*s_out = s;
+	if (c > st->lo + margin && c < st->hi - margin)
+		return 1;
+	if (c < st->lo - margin || c > st->hi + margin)
+		return 0;
+	put_decimal(st->buf, false, (uint64_t)r, -s);
+	return strtof(st->buf, NULL) == fabsf(st->f);
+}
+
+/*
+ * Shortest float32 text: the fewest significant digits p (1..9) whose
+ * nearest p-digit decimal reads back to f, found by bisection (9 digits
+ * always do).
  */
 static size_t fmt_f32_short(char *buf, float f)
 {
+	struct f32_short st = { .f = f, .buf = buf };
 	uint32_t bits, nb;
 	float af, prev, next;
 
@@ -571,52 +606,39 @@ static size_t fmt_f32_short(char *buf, float f)
 	memcpy(&af, &bits, 4);
 	nb = bits - 1;
 	memcpy(&prev, &nb, 4);
-	long double a = af;
-	long double lo = (a + prev) / 2, hi;
+	st.a = af;
+	st.lo = (st.a + prev) / 2;
 	if (bits + 1 == 0x7f800000u) {
-		hi = (a + ldexpl(1.0L, 128)) / 2;
+		st.hi = (st.a + 0x1p128) / 2;
 	} else {
 		nb = bits + 1;
 		memcpy(&next, &nb, 4);
-		hi = (a + next) / 2;
+		st.hi = (st.a + next) / 2;
 	}
-	int e10 = (int)floor(log10((double)af));
+	st.e10 = (int)floor(log10(st.a));
 	/* make 10^e10 <= a < 10^(e10+1) hold despite log10's rounding (only
 	 * shortness depends on it: every candidate is verified) */
-	if (a >= p10s(e10 + 1))
-		e10++;
-	else if (a < p10s(e10))
-		e10--;
+	if (st.a >= p10d(st.e10 + 1))
+		st.e10++;
+	else if (st.a < p10d(st.e10))
+		st.e10--;
 
-	for (int p = 1; p <= 9; p++) {
-		int s = p - 1 - e10; /* a * 10^s has p digits before the point */
-		long double sc = s >= 0 ? a * p10l(s) : a / p10l(-s);
-		long double r = rintl(sc);
-		long double c = s >= 0 ? r / p10l(s) : r * p10l(-s);
-		long double margin = c * 1e-17L;
-		size_t n;
-		if (c > lo + margin && c < hi - margin)
-			return put_decimal(buf, neg, (uint64_t)r, -s);
-		if (c < lo - margin || c > hi + margin)
-			continue;
-		n = put_decimal(buf, neg, (uint64_t)r, -s);
-		if (strtof(buf, NULL) == f)
-			return n;
+	int lo = 1, hi = 9, s, best_s = 0;
+	double r, best_r = 0;
+	if (!f32_try(&st, 9, &best_r, &best_s))
+		return (size_t)snprintf(buf, ES_NUM_FMT_MAX, "%.9g", (double)f);
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (f32_try(&st, mid, &r, &s)) {
+			hi = mid;
+			best_r = r;
+			best_s = s;
+		} else {
+			lo = mid + 1;
+		}
 	}
-	return (size_t)snprintf(buf, ES_NUM_FMT_MAX, "%.9g", (double)f);
+	return put_decimal(buf, neg, (uint64_t)best_r, -best_s);
 }
-#else
-static size_t fmt_f32_short(char *buf, float f)
-{
-	int len = 0;
-	for (int prec = 6; prec <= 9; prec++) {
-		len = snprintf(buf, ES_NUM_FMT_MAX, "%.*g", prec, (double)f);
-		if (strtof(buf, NULL) == f)
-			break;
-	}
-	return (size_t)len;
-}
-#endif
 
 size_t es_fmt_f32(char *buf, float f)
 {

@@ -44,10 +44,14 @@ uint16_t es_double_to_bf16(double d);
 #define ES_NUM_FMT_MAX 40
 
 /*
- * Shortest text that strtof/strtod reads back to the same bits (integers
- * below 2^53 print without exponent or fraction: 3 not 3.0). Writes a NUL
- * terminated string into buf (ES_NUM_FMT_MAX bytes) and returns its length,
- * or 0 for NaN and infinities (JSON has no literal for them).
+ * Shortest text that strtof/strtod reads back to the same bits, written
+ * NUL-terminated into buf (ES_NUM_FMT_MAX bytes); returns its length, or 0
+ * for NaN and infinities (JSON has no literal for them). Integral values
+ * below 1e7 (float) / 1e15 (double) print as plain integers ("3", "-0").
+ * float: the fewest significant digits (1..9) that round-trip, plain for
+ * decimal exponents -4..8, else d.ddde+XX ("1.1", "1e-45",
+ * "3.4028235e+38"). double: the first of %.15g, %.16g, %.17g that
+ * round-trips.
  */
 size_t es_fmt_f32(char *buf, float f);
 size_t es_fmt_f64(char *buf, double d);

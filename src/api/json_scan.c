@@ -18,7 +18,6 @@ void es_js_init(es_js *js, const char *s, size_t n, es_error *err)
 	js->p = s;
 	js->end = s + n;
 	js->depth = 0;
-	js->nonfinite = false;
 	js->err = err;
 }
 
@@ -224,21 +223,6 @@ int es_js_number(es_js *js, const char **s, size_t *n)
 
 	es_js_peek(js);
 	p = start = js->p;
-	if (js->nonfinite) {
-		size_t l = 0;
-		if (match(p, end, "NaN", 3))
-			l = 3;
-		else if (match(p, end, "Infinity", 8))
-			l = 8;
-		else if (match(p, end, "-Infinity", 9))
-			l = 9;
-		if (l) {
-			*s = p;
-			*n = l;
-			js->p = p + l;
-			return 0;
-		}
-	}
 	if (p < end && *p == '-')
 		p++;
 	if (!isdig(p, end))
@@ -330,8 +314,7 @@ int es_js_skip(es_js *js)
 	default: {
 		const char *s;
 		size_t n;
-		if (c == '-' || (c >= '0' && c <= '9') ||
-		    (js->nonfinite && (c == 'N' || c == 'I')))
+		if (c == '-' || (c >= '0' && c <= '9'))
 			return es_js_number(js, &s, &n);
 		return es_js_fail(js, "unexpected character");
 	}
@@ -718,7 +701,10 @@ static int decode_leaf(es_js *js, es_js_sink *k)
 			k->count++;
 			return 0;
 		}
-		if (c != '-' && (c < '0' || c > '9') && c != 'N' && c != 'I')
+		if (c == 'N' || c == 'I' ||
+		    (c == '-' && js->end - js->p > 1 && js->p[1] == 'I'))
+			return es_js_fail(js, "JSON has no NaN or Infinity literal; send the strings \"NaN\", \"Infinity\" or \"-Infinity\"");
+		if (c != '-' && (c < '0' || c > '9'))
 			goto wrong_kind;
 		if ((rc = es_js_number(js, &s, &n)))
 			return rc;
@@ -749,15 +735,13 @@ wrong_kind:
 			    (long long)k->count, prob);
 }
 
-static int count_error(es_js *js, es_js_sink *k, const int64_t *dims, int ndim,
-		       const char *more)
+static int count_error(es_js *js, es_js_sink *k, const int64_t *dims, int ndim)
 {
 	char shape[128];
 	es_js_shape_str(shape, sizeof(shape), dims, ndim);
 	return es_error_set(js->err, ES_EINVAL,
-			    "%s: data has %s%lld elements, shape %s needs %lld",
-			    k->what, more, (long long)k->count, shape,
-			    (long long)k->numel);
+			    "%s: data has %lld elements, shape %s needs %lld",
+			    k->what, (long long)k->count, shape, (long long)k->numel);
 }
 
 int es_js_decode_data(es_js *js, const int64_t *dims, int ndim, bool allow_flat,
@@ -769,11 +753,9 @@ int es_js_decode_data(es_js *js, const int64_t *dims, int ndim, bool allow_flat,
 	int64_t counts[ES_MAX_DIMS + 1];
 	int depth = 0;
 	bool need_value = true; /* after '[' or ',' */
-	bool saved_nonfinite = js->nonfinite;
 	char shape[128];
 	int rc = 0;
 
-	js->nonfinite = is_float_type(k->dtype);
 	if (es_js_peek(js) != '[') {
 		if (k->numel - k->count != 1) {
 			es_js_shape_str(shape, sizeof(shape), dims, ndim);
@@ -858,19 +840,50 @@ int es_js_decode_data(es_js *js, const int64_t *dims, int ndim, bool allow_flat,
 			goto out;
 		}
 		if (k->count >= k->numel) {
-			rc = count_error(js, k, dims, ndim, "more than ");
+			/* too many: keep counting to report how many */
+			if ((rc = es_js_skip(js)))
+				goto out;
+			k->count++;
+		} else if ((rc = decode_leaf(js, k))) {
 			goto out;
 		}
-		if ((rc = decode_leaf(js, k)))
-			goto out;
 		counts[depth]++;
 		need_value = false;
 	}
 	if (k->count != k->numel)
-		rc = count_error(js, k, dims, ndim, "");
+		rc = count_error(js, k, dims, ndim);
 out:
-	js->nonfinite = saved_nonfinite;
 	return rc;
+}
+
+int es_js_count_values(const es_js *src, int64_t *count)
+{
+	es_js js = *src;
+	es_error scratch;
+	int depth = 0, rc;
+	int64_t n = 0;
+
+	js.err = &scratch;
+	do {
+		int c = es_js_peek(&js);
+		if (c == '[') {
+			if ((rc = es_js_arr_begin(&js)))
+				return rc;
+			depth++;
+		} else if (c == ']' && depth > 0) {
+			js.p++;
+			js.depth--;
+			depth--;
+		} else if (c == ',' && depth > 0) {
+			js.p++;
+		} else {
+			if ((rc = es_js_skip(&js)))
+				return rc;
+			n++;
+		}
+	} while (depth > 0);
+	*count = n;
+	return 0;
 }
 
 int es_js_infer_shape(es_js *js, int64_t *dims, int *ndim_out, const char *what)
@@ -879,10 +892,8 @@ int es_js_infer_shape(es_js *js, int64_t *dims, int *ndim_out, const char *what)
 	bool known[ES_MAX_DIMS + 1] = { false };
 	int ndim = -1, depth = 0;
 	bool need_value = true;
-	bool saved_nonfinite = js->nonfinite;
 	int rc = 0;
 
-	js->nonfinite = true;
 	int c = es_js_peek(js);
 	if (c != '[') {
 		if (c == '{') {
@@ -962,6 +973,5 @@ ragged:
 			  "%s: arrays are ragged (every array at one depth must have the same length and values must all be at the same depth)",
 			  what);
 out:
-	js->nonfinite = saved_nonfinite;
 	return rc;
 }

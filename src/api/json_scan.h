@@ -25,7 +25,6 @@ typedef struct es_js {
 	const char *p;
 	const char *end;
 	int depth;         /* open containers */
-	bool nonfinite;    /* accept NaN, Infinity, -Infinity as numbers */
 	es_error *err;
 } es_js;
 
@@ -101,6 +100,12 @@ typedef struct es_js_sink {
  */
 int es_js_decode_data(es_js *js, const int64_t *dims, int ndim, bool allow_flat,
 		      es_js_sink *sink);
+
+/*
+ * Number of non-array values inside the value at the cursor (1 for a
+ * scalar), without moving js. Fails on malformed JSON.
+ */
+int es_js_count_values(const es_js *js, int64_t *count);
 
 /*
  * Shape of a value made of regularly nested arrays (a scalar has ndim 0).

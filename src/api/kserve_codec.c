@@ -287,7 +287,12 @@ static int decode_input_data(struct parser *ps, es_js *js, struct input *in,
 	size_t left = (size_t)(js->end - js->p);
 	if ((uint64_t)in->numel > left / (in->t.dtype == ES_DT_STRING ? 2 : 1) &&
 	    in->numel > 1) {
+		int64_t have;
 		es_js_shape_str(shape, sizeof(shape), in->t.dims, in->t.ndim);
+		if (es_js_count_values(js, &have) == 0)
+			return es_error_set(ps->err, ES_EINVAL,
+					    "%s: data has %lld elements, shape %s needs %lld",
+					    what, (long long)have, shape, (long long)in->numel);
 		return es_error_set(ps->err, ES_EINVAL,
 				    "%s: shape %s needs %lld elements, more than the data holds",
 				    what, shape, (long long)in->numel);
@@ -370,13 +375,10 @@ static int parse_input(struct parser *ps, struct input *in, size_t idx)
 					rc = decode_input_data(ps, js, in, what);
 			} else {
 				/* keep the text; decode when the object is complete */
-				bool nf = js->nonfinite;
-				js->nonfinite = true;
 				es_js_peek(js);
 				in->data_at = js->p;
 				rc = es_js_skip(js);
 				in->data_len = (size_t)(js->p - in->data_at);
-				js->nonfinite = nf;
 			}
 		} else {
 			rc = es_js_skip(js);
@@ -581,17 +583,14 @@ static int check_bytes_buffer(struct parser *ps, const struct input *in,
 					    "%s: BYTES element %lld: length %u runs past the input's binary data (%zu bytes left)",
 					    what, (long long)count, l, size - off);
 		off += l;
-		if (++count > in->numel)
-			break;
+		count++;
 	}
 	if (count != in->numel) {
 		char shape[128];
 		es_js_shape_str(shape, sizeof(shape), in->t.dims, in->t.ndim);
 		return es_error_set(ps->err, ES_EINVAL,
-				    "%s: binary data holds %s%lld BYTES elements, shape %s needs %lld",
-				    what, count > in->numel ? "more than " : "",
-				    (long long)(count > in->numel ? in->numel : count),
-				    shape, (long long)in->numel);
+				    "%s: binary data holds %lld BYTES elements, shape %s needs %lld",
+				    what, (long long)count, shape, (long long)in->numel);
 	}
 	return 0;
 }
@@ -626,6 +625,13 @@ static int attach_binary(struct parser *ps)
 						    "%s: binary_data_size is %zu, shape %s of %s needs %zu bytes",
 						    what, size, shape, in->t.datatype, need);
 			}
+			/* BOOL is one byte 0 or 1; the data is used in place, so
+			 * other values are refused rather than normalised */
+			for (size_t k = 0; in->t.dtype == ES_DT_BOOL && k < size; k++)
+				if (p[k] > 1)
+					return es_error_set(ps->err, ES_EINVAL,
+							    "%s: BOOL element %zu is %u in the binary data, expected 0 or 1",
+							    what, k, p[k]);
 		}
 		in->t.data = (void *)p;
 		in->t.nbytes = size;

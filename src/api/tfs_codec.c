@@ -62,16 +62,13 @@ static int grow_instances(struct tfs_parser *ps)
 static int take_span(struct tfs_parser *ps, struct span *sp)
 {
 	es_js *js = &ps->js;
-	bool nf = js->nonfinite;
 	int rc;
 
-	js->nonfinite = true;
 	es_js_peek(js);
 	sp->at = js->p;
 	sp->depth = js->depth;
 	rc = es_js_skip(js);
 	sp->len = (size_t)(js->p - sp->at);
-	js->nonfinite = nf;
 	return rc;
 }
 

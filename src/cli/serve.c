@@ -5,10 +5,12 @@
  * readiness false at once, no new connections, queued and running requests
  * finish and are answered (bounded by --exit_timeout_seconds), exit 0.
  *
- * Signals are blocked in every thread and taken with sigwait() by the main
- * thread, so no work ever runs in a signal handler.
+ * Signals go through a self-pipe: the handler only writes the signal number
+ * to a pipe (it may run on any thread, including ones that libraries
+ * started before main), and the main thread does the work.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,7 +65,7 @@ static void print_help(FILE *out)
 		"Serves ONNX models over HTTP: KServe v2 REST (/v2/...), TF-Serving REST\n"
 		"(/v1/models/...), the OVMS config view (/v1/config) and Prometheus metrics\n"
 		"(/metrics). Logs are JSON lines on stderr; the \"server_ready\" line carries\n"
-		"the port.\n"
+		"the port, which is also printed on stdout (\"edgeserve: serving on URL\").\n"
 		"\n"
 		"what to serve (one of these; with none, ./" DEFAULT_REPOSITORY " is served\n"
 		"when it exists):\n"
@@ -468,16 +470,59 @@ static int load_models(es_server_config *cfg, const serve_opts *o, es_error *err
 	return load_repository(DEFAULT_REPOSITORY, cfg, err);
 }
 
+static int sig_pipe[2] = {-1, -1};
+
+/* Async-signal-safe: one write(2) of the signal number. */
+static void on_signal(int sig)
+{
+	int saved = errno;
+	unsigned char b = (unsigned char)sig;
+	ssize_t n = write(sig_pipe[1], &b, 1);
+
+	(void)n; /* a full pipe already holds a pending signal */
+	errno = saved;
+}
+
+static int install_signals(void)
+{
+	struct sigaction sa;
+
+	if (pipe(sig_pipe) != 0)
+		return -1;
+	fcntl(sig_pipe[0], F_SETFD, FD_CLOEXEC);
+	fcntl(sig_pipe[1], F_SETFD, FD_CLOEXEC);
+	fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL))
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+/* Blocks until a shutdown signal arrives; returns its number. */
+static int wait_signal(void)
+{
+	unsigned char b;
+
+	for (;;) {
+		ssize_t n = read(sig_pipe[0], &b, 1);
+		if (n == 1)
+			return b;
+		if (n < 0 && errno != EINTR)
+			return SIGTERM; /* cannot happen; shut down anyway */
+	}
+}
+
 static void *force_exit_thread(void *arg)
 {
-	sigset_t *set = arg;
-	int sig;
+	int sig = wait_signal();
 
-	if (sigwait(set, &sig) == 0) {
-		es_log_msg(ES_LOG_ERROR, "shutdown_forced",
-			   "second signal %d: exiting without waiting for requests", sig);
-		_exit(ES_CLI_EXIT_FAILURE);
-	}
+	es_log_msg(ES_LOG_ERROR, "shutdown_forced",
+		   "second signal %d: exiting without waiting for requests", sig);
+	_exit(ES_CLI_EXIT_FAILURE);
 	return NULL;
 }
 
@@ -488,7 +533,6 @@ static const char *signal_name(int sig)
 
 int es_cli_serve(int argc, char **argv)
 {
-	static sigset_t sigs; /* static: the force-exit thread reads it */
 	es_server_config cfg;
 	serve_opts o;
 	es_error err = {0};
@@ -526,13 +570,13 @@ int es_cli_serve(int argc, char **argv)
 		goto out_config;
 	}
 
-	/* Block the shutdown signals before any thread exists, so that every
-	 * thread inherits the mask and only sigwait() below sees them. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	/* Before the models load: a signal during a long load then stops
+	 * the server cleanly once it is up. */
+	if (install_signals() != 0) {
+		fprintf(stderr, PROG ": cannot install signal handlers: %s\n",
+			strerror(errno));
+		goto out_config;
+	}
 
 	if (cfg.metrics_enable) {
 		metrics = es_metrics_new();
@@ -568,12 +612,17 @@ int es_cli_serve(int argc, char **argv)
 		es_log_end(&lr);
 	}
 
-	do {
-		rc = sigwait(&sigs, &sig);
-	} while (rc != 0);
+	/* On stdout too, whatever the log level, for scripts that start the
+	 * server with --rest_port 0. */
+	printf("edgeserve: serving on http://%s:%d\n",
+	       cfg.rest_bind_address ? cfg.rest_bind_address : "127.0.0.1",
+	       es_http_port(http));
+	fflush(stdout);
+
+	sig = wait_signal();
 
 	pthread_t force;
-	if (pthread_create(&force, NULL, force_exit_thread, &sigs) == 0)
+	if (pthread_create(&force, NULL, force_exit_thread, NULL) == 0)
 		pthread_detach(force);
 
 	uint64_t t_stop = es_now_ns();

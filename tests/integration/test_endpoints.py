@@ -4,11 +4,12 @@ access log, and the README's curl line."""
 import json
 import re
 import shlex
+import socket
 import subprocess
 
 import numpy as np
 
-from esclient import run_interval, scaler_expected, tensor
+from esclient import poll_until, run_interval, scaler_expected, tensor
 
 X8 = [1, 2, 3, 4, 5, 6, 7, 8]
 
@@ -280,3 +281,38 @@ def test_default_repository_and_readme_curl(server_factory, root):
     out = body["outputs"][0]
     assert out["name"] == "y", body
     assert np.array_equal(np.array(out["data"], np.float32), scaler_expected(X8)), body
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_log_level_warning_has_no_access_log(server_factory, repo):
+    # server_ready is an INFO line: at WARNING the port must be known up front
+    port = free_port()
+    srv = server_factory(["--model_repository_path", repo, "--rest_port", str(port),
+                          "--rest_bind_address", "127.0.0.1"], port0=False,
+                         log_level="WARNING", wait_ready=False, name="warning-log-server")
+    srv.port = port
+
+    def up():
+        srv.assert_alive()
+        try:
+            return srv.get("/v2/health/ready", timeout=5).status == 200
+        except OSError:
+            return False
+    poll_until(up, 30, "the server to answer on its port", interval=0.01)
+    r = srv.infer("scaler", [tensor("x", "FP32", [1, 8], X8)], id="quiet-1")
+    assert r.status == 200, r
+    r = srv.infer("nosuch", [tensor("x", "FP32", [1, 8], X8)], id="quiet-2")
+    assert r.status == 404, r
+    srv.stop()
+    assert srv.returncode == 0, srv.tail()
+    levels = {e.get("level") for e in srv.events}
+    assert levels <= {"WARNING", "ERROR"}, [e for e in srv.events if e.get("level") not in
+                                           ("WARNING", "ERROR")][:3]
+    assert not srv.request_events(), srv.request_events()[:2]

@@ -136,3 +136,12 @@ def test_model_state_metrics(server):
     assert metric_sum(s, "edgeserve_model_load_seconds", model="scaler", version="1") > 0
     assert metric_sum(s, "edgeserve_model_version_state", model="classifier", version="2",
                       state="AVAILABLE") == 1
+
+
+def test_metrics_disabled(server_factory, repo):
+    srv = server_factory(["--model_repository_path", repo, "--metrics_enable", "false"],
+                         name="no-metrics-server")
+    r = srv.get("/metrics")
+    assert r.status == 404, r
+    assert "error" in r.json(), r
+    srv.check_serves()

@@ -2,7 +2,6 @@
 (proven from the server's own per-request timestamps), streams=2 runs two,
 a full queue rejects at once with 503 + Retry-After, and a request whose
 deadline passes in the queue gets 504 without ever running."""
-import json
 
 from esclient import (concurrently, device_load, metric_sum, parse_metrics, poll_until,
                       run_interval, send_on, slow_config, tensor, Inflight)

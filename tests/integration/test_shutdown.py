@@ -5,7 +5,8 @@ import signal
 import socket
 import time
 
-from esclient import HOST, Inflight, device_load, http_request, poll_until, slow_config, tensor
+from esclient import (HOST, Inflight, device_load, http_request, metric_sum, parse_metrics,
+                      poll_until, slow_config, tensor)
 
 SLOW = {"inputs": [tensor("x", "FP32", [1, 1], [0.5])]}
 
@@ -32,16 +33,19 @@ def connect_refused(port):
 def test_sigterm_inflight_complete(server_factory, repo):
     srv = server_factory(config=slow_config(repo, streams=1, max_queue_size=64),
                          name="shutdown-server")
-    n = 6
+    n = 8
     flight = Inflight()
     for i in range(n):
         flight.start(i, lambda i=i: srv.post("/v2/models/slow/infer", dict(SLOW, id=f"sd-{i}"),
                                              timeout=60))
     # all n are inside the server: running or queued on NPU0
-    poll_until(lambda: device_load(srv, "NPU0") >= n, 15, f"{n} requests on NPU0")
+    poll_until(lambda: len(flight.results) + device_load(srv, "NPU0") >= n, 15,
+               f"{n} requests accepted by NPU0")
     port = srv.port
     t0 = time.monotonic()
     srv.send_signal(signal.SIGTERM)
+    done_before = len(flight.results)
+    assert done_before < n - 1, "too few requests left in flight to test the drain"
     # readiness false / no new connections, while the queue still drains
     seen = poll_until(lambda: not_ready_or_refused(port), 10, "readiness false after SIGTERM")
     results = flight.join(60)
@@ -77,7 +81,9 @@ def test_exit_timeout_bounds_drain(server_factory, repo):
     for i in range(n):
         flight.start(i, lambda i=i: srv.post("/v2/models/slow/infer", dict(SLOW, id=f"et-{i}"),
                                              timeout=60))
-    poll_until(lambda: device_load(srv, "NPU0") >= n, 20, f"{n} requests on NPU0")
+    # every request reached the server: done, or running/queued on NPU0
+    poll_until(lambda: len(flight.results) + device_load(srv, "NPU0") >= n, 20,
+               f"{n} requests accepted by NPU0")
     t0 = time.monotonic()
     srv.send_signal(signal.SIGTERM)
     rc = srv.wait_exit(30)
@@ -91,3 +97,57 @@ def test_exit_timeout_bounds_drain(server_factory, repo):
         statuses.append(r.status)
     assert set(statuses) <= {200, 503}, statuses
     assert 200 in statuses and 503 in statuses, statuses
+
+
+def inflight_gauge(srv):
+    return metric_sum(parse_metrics(srv.metrics()), "edgeserve_http_inflight_requests")
+
+
+def test_client_abort_does_not_block_shutdown(server_factory, repo):
+    """A client that sends the headers and part of a body and then closes
+    its socket leaves nothing in flight: the in-flight gauge returns to its
+    idle value and SIGTERM exits at once, not after --exit_timeout_seconds."""
+    srv = server_factory(["--model_repository_path", repo, "--exit_timeout_seconds", "10"],
+                         name="client-abort-server")
+    idle = inflight_gauge(srv)  # counts the /metrics request itself, if at all
+    req = (f"POST /v2/models/scaler/infer HTTP/1.1\r\nHost: {HOST}\r\n"
+           "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"inputs\"").encode()
+    for _ in range(5):
+        for cut in (len(req), req.index(b"{")):
+            s = socket.create_connection((HOST, srv.port), timeout=5)
+            s.sendall(req[:cut])
+            s.close()
+    srv.check_serves()
+    poll_until(lambda: inflight_gauge(srv) == idle, 5,
+               "edgeserve_http_inflight_requests back to its idle value after client aborts")
+    t0 = time.monotonic()
+    srv.send_signal(signal.SIGTERM)
+    rc = srv.wait_exit(60)
+    took = time.monotonic() - t0
+    assert rc == 0, srv.tail()
+    assert took < 3, f"SIGTERM took {took:.1f}s: aborted requests held the shutdown; " \
+                     f"log tail:\n{srv.tail(4)}"
+
+
+def test_queued_requests_hold_no_network_thread(server_factory, repo):
+    """With one network thread, requests waiting in a device queue do not
+    block it: health and metrics answer while slow work is queued."""
+    srv = server_factory(["--rest_workers", "1"],
+                         config=slow_config(repo, streams=1, max_queue_size=64),
+                         name="one-worker-server")
+    n = 8
+    flight = Inflight()
+    for i in range(n):
+        flight.start(i, lambda i=i: srv.post("/v2/models/slow/infer", dict(SLOW, id=f"nw-{i}"),
+                                             timeout=60))
+    poll_until(lambda: len(flight.results) + device_load(srv, "NPU0") >= n, 15,
+               f"{n} requests accepted by NPU0")
+    r = srv.get("/v2/health/live")
+    assert r.status == 200, r
+    r = srv.infer("scaler", [tensor("x", "FP32", [1, 8], [1, 2, 3, 4, 5, 6, 7, 8])])
+    assert r.status == 200, r
+    done_when_answered = len(flight.results)
+    assert done_when_answered < n, "the slow requests finished before the network thread answered"
+    for k, v in flight.join(60).items():
+        assert not isinstance(v, BaseException), (k, v)
+        assert v.status == 200, (k, v)

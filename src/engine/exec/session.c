@@ -371,6 +371,36 @@ static int check_input(const es_session *s, size_t i, const es_tensor *t,
 	return 0;
 }
 
+/* Inputs that name the same symbolic dimension ("batch") must agree on its
+ * value within one run. */
+static int check_symbolic_dims(const es_session *s, const es_tensor *inputs,
+			       size_t n_inputs, es_error *err)
+{
+	for (size_t i = 0; i < n_inputs; i++) {
+		const es_value_info *a = &s->model->inputs[i];
+		for (int d = 0; d < a->ndim && d < inputs[i].ndim; d++) {
+			const char *p = a->dim_params[d];
+			if (!p)
+				continue;
+			for (size_t j = i; j < n_inputs; j++) {
+				const es_value_info *b = &s->model->inputs[j];
+				for (int e = (j == i ? d + 1 : 0);
+				     e < b->ndim && e < inputs[j].ndim; e++) {
+					if (!b->dim_params[e] || strcmp(p, b->dim_params[e]))
+						continue;
+					if (inputs[i].dims[d] != inputs[j].dims[e])
+						return es_error_set(err, ES_ESHAPE,
+							"inputs '%s' and '%s' disagree on dimension '%s': %lld vs %lld",
+							a->name, b->name, p,
+							(long long)inputs[i].dims[d],
+							(long long)inputs[j].dims[e]);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 		   es_tensor *outputs, es_error *err)
 {
@@ -386,6 +416,8 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 	for (size_t i = 0; i < n_inputs; i++)
 		if ((rc = check_input(s, i, &inputs[i], err)))
 			return rc;
+	if ((rc = check_symbolic_dims(s, inputs, n_inputs, err)))
+		return rc;
 
 	/* the previous run's outputs are released now */
 	release_all(s);
