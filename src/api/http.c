@@ -540,8 +540,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
 	if (!c) {
 		c = ctx_new(h, conn, url, method);
-		if (!c)
+		if (!c) {
+			es_log_msg(ES_LOG_WARN, "http_error",
+				   "out of memory for a request context: connection closed");
 			return MHD_NO;
+		}
 		*con_cls = c;
 		first_call(c, url);
 		if (atomic_load(&c->phase) == PH_READY &&
@@ -554,13 +557,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		*upload_data_size = 0;
 		c->received += n;
 		if (atomic_load(&c->phase) == PH_RECEIVING && !c->too_large) {
-			if (!accept_body(c, upload_data, n))
+			if (!accept_body(c, upload_data, n)) {
+				es_log_msg(ES_LOG_WARN, "http_error",
+					   "request %s: out of memory for a body of %" PRIu64 " bytes: connection closed",
+					   c->id, c->received);
 				return MHD_NO;
+			}
 		} else if (es_add_size(c->discarded, n, &c->discarded) ||
 			   c->discarded > DISCARD_MAX) {
 			/* the reply is decided already: the body is read and
 			 * dropped so the connection stays usable, up to a
 			 * bound */
+			es_log_msg(ES_LOG_INFO, "http_close",
+				   "request %s: more than %zu bytes of unwanted body: connection closed",
+				   c->id, DISCARD_MAX);
 			return MHD_NO;
 		}
 		return client_gone(c) ? MHD_NO : MHD_YES;
@@ -617,11 +627,23 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	char msg[512];
 	size_t n;
 
+	static const char *const client_side[] = {
+		"closed by remote side", "has been disconnected",
+		"socket is closed", "timed out", "reported internal error",
+		NULL,
+	};
+	es_log_level level = ES_LOG_WARN;
+
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	es_log_msg(ES_LOG_WARN, "http_error", "%s", msg);
+	/* Clients that go away (and our own refusals, which log their own
+	 * line first) are routine: DEBUG, not WARNING. */
+	for (size_t i = 0; client_side[i]; i++)
+		if (strstr(msg, client_side[i]))
+			level = ES_LOG_DEBUG;
+	es_log_msg(level, "http_error", "%s", msg);
 }
 
 static int hex_digit(char ch)

@@ -686,6 +686,7 @@ int es_json_put_elem(es_buf *b, es_dtype dt, const void *data, size_t idx)
 	const unsigned char *p = (const unsigned char *)data;
 	char tmp[ES_NUM_FMT_MAX];
 	size_t n;
+	double special = 0;
 
 	switch (dt) {
 	case ES_DT_BOOL:
@@ -730,25 +731,35 @@ int es_json_put_elem(es_buf *b, es_dtype dt, const void *data, size_t idx)
 		float v;
 		memcpy(&v, p + 4 * idx, 4);
 		n = es_fmt_f32(tmp, v);
+		special = v;
 		break;
 	}
 	case ES_DT_DOUBLE: {
 		double v;
 		memcpy(&v, p + 8 * idx, 8);
 		n = es_fmt_f64(tmp, v);
+		special = v;
 		break;
 	}
 	case ES_DT_FLOAT16:
-		n = es_fmt_f32(tmp, es_half_to_float(load_u16(p + 2 * idx)));
+		special = es_half_to_float(load_u16(p + 2 * idx));
+		n = es_fmt_f32(tmp, (float)special);
 		break;
 	case ES_DT_BFLOAT16:
-		n = es_fmt_f32(tmp, es_bf16_to_float(load_u16(p + 2 * idx)));
+		special = es_bf16_to_float(load_u16(p + 2 * idx));
+		n = es_fmt_f32(tmp, (float)special);
 		break;
 	default:
 		return ES_EINVAL;
 	}
-	if (!n)
-		return es_buf_append(b, "null", 4);
+	if (!n) {
+		/* JSON has no literal for these: the same strings the request
+		 * parser accepts */
+		if (isnan(special))
+			return es_buf_append(b, "\"NaN\"", 5);
+		return special > 0 ? es_buf_append(b, "\"Infinity\"", 10)
+				   : es_buf_append(b, "\"-Infinity\"", 11);
+	}
 	return es_buf_append(b, tmp, n);
 }
 

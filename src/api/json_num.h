@@ -61,7 +61,8 @@ size_t es_fmt_u64(char *buf, uint64_t v);
 /*
  * Appends element idx of a dense tensor's data as a JSON value: numbers
  * exactly, BOOL as true/false, FP16/BF16 as their float value, NaN and
- * infinities as null. dtype must be a fixed-size type.
+ * infinities as the strings "NaN", "Infinity", "-Infinity" (what the
+ * request parser accepts). dtype must be a fixed-size type.
  */
 int es_json_put_elem(es_buf *b, es_dtype dt, const void *data, size_t idx);
 

@@ -1,6 +1,7 @@
 """Configuration: /v1/config, version policies (latest N, specific, all),
 versions served and refused, a model that fails to load, and config
 errors."""
+import json
 import os
 
 import pytest
@@ -22,7 +23,7 @@ def policy_server(session_factory, repo):
         model_entry(repo, "v_specific", base="versioned", policy={"specific": {"versions": [1, 3]}}),
         model_entry(repo, "v_all", base="versioned", policy={"all": {}}),
         model_entry(repo, "v_default", base="versioned"),
-        model_entry(repo, "scaler"),
+        {"config": {"name": "scaler", "base_path": os.path.join(repo, "scaler"), "nireq": 4}},
     ]}
     return session_factory(config=cfg, name="policy-server")
 
@@ -55,6 +56,7 @@ def test_version_policy(policy_server, model, served, refused, default):
         err = r.json()["error"]
         assert model in err and str(v) in err, err
         assert srv.get(f"/v2/models/{model}/versions/{v}/ready").status == 404, (model, v)
+        assert srv.get(f"/v2/models/{model}/versions/{v}").status == 404, (model, v)
         assert srv.post(f"/v1/models/{model}/versions/{v}:predict",
                         {"instances": [[1]]}).status == 404, (model, v)
     st, got = infer_version(srv, model)
@@ -123,19 +125,45 @@ def test_failed_model_not_ready(server_factory, repo, tmp_path):
     cfg_all = srv.get("/v1/config").json()
     assert cfg_all["broken"]["model_version_status"][0]["state"] in ("END", "FAILED"), cfg_all
     assert cfg_all["broken"]["model_version_status"][0]["status"]["error_code"] != "OK", cfg_all
+    from esclient import metric_sum, parse_metrics
+    m = parse_metrics(srv.metrics())
+    assert metric_sum(m, "edgeserve_model_load_failures_total", model="broken") >= 1
+    assert metric_sum(m, "edgeserve_model_version_state", model="broken", version="1",
+                      state="FAILED") == 1
+    assert metric_sum(m, "edgeserve_model_version_state", model="broken", version="1",
+                      state="AVAILABLE") == 0
     # the healthy model still serves
     srv.check_serves()
 
 
-def test_config_unknown_key_rejected(server_factory, repo):
-    cfg = {"model_config_list": [{"config": {"name": "scaler",
-                                             "base_path": os.path.join(repo, "scaler"),
-                                             "bogus_key": 1}}]}
-    srv = server_factory(config=cfg, wait_ready=False, name="bad-config-server")
+@pytest.mark.parametrize("where", ["model", "top", "device", "policy"])
+def test_config_unknown_key_rejected(server_factory, repo, where):
+    model = {"name": "scaler", "base_path": os.path.join(repo, "scaler")}
+    cfg = {"model_config_list": [{"config": model}], "devices": [device_entry("CPU")]}
+    if where == "model":
+        model["bogus_key"] = 1
+    elif where == "top":
+        cfg["bogus_key"] = 1
+    elif where == "device":
+        cfg["devices"][0]["bogus_key"] = 1
+    else:
+        model["model_version_policy"] = {"latest": {"num_versions": 1, "bogus_key": 1}}
+    srv = server_factory(config=cfg, wait_ready=False, name=f"bad-config-{where}")
     rc = srv.wait_exit(30)
     srv.expect_exit = True
     assert rc != 0, srv.tail()
     assert "bogus_key" in srv.tail(), srv.tail()
+
+
+def test_config_relative_base_path(server_factory, repo, tmp_path):
+    """Relative base_paths are relative to the config file's directory."""
+    import shutil
+    shutil.copytree(os.path.join(repo, "scaler"), tmp_path / "models" / "scaler")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_config_list": [
+        {"config": {"name": "scaler", "base_path": "models/scaler"}}]}))
+    srv = server_factory(["--config_path", str(path)], name="relative-path-server")
+    srv.check_serves()
 
 
 def test_config_unknown_device_rejected(server_factory, repo):

@@ -180,3 +180,19 @@ def test_large_tensor_json_and_binary(server):
     _, blobs = split_binary_response(r)
     assert blobs["y"] == x.tobytes()
     assert json.loads(r.body[:int(r.header("Inference-Header-Content-Length"))])
+
+
+@pytest.mark.parametrize("dt", ["FP16", "FP32", "FP64"])
+def test_non_finite_roundtrip(server, dt):
+    """JSON has no NaN/Infinity literals; the server takes the strings
+    "NaN", "Infinity", "-Infinity" (and says so in its error for the bare
+    literals). The same spelling must come back: null would lose which of
+    the three it was."""
+    r = server.infer(model(dt), [tensor("x", dt, [1, 4], ["NaN", "Infinity", "-Infinity", 1.5])])
+    assert r.status == 200, r
+    got = r.json()["outputs"][0]["data"]
+    assert got == ["NaN", "Infinity", "-Infinity", 1.5], got
+    lit = server.post(f"/v2/models/{model(dt)}/infer",
+                      b'{"inputs": [{"name": "x", "datatype": "%s", "shape": [1, 1], "data": [NaN]}]}'
+                      % dt.encode())
+    assert lit.status == 400, lit

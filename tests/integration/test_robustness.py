@@ -438,3 +438,67 @@ def test_bad_timeout_parameter(srv):
         if r.status == 400:
             assert "timeout" in r.json()["error"], r
     srv.check_serves()
+
+
+# ---- seeded mutations ------------------------------------------------------------
+
+def _mutate(rng, data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(5)
+        pos = rng.randrange(len(data) + 1)
+        if op == 0 and data:  # flip a byte
+            data[min(pos, len(data) - 1)] = rng.randrange(256)
+        elif op == 1:  # insert JSON-ish bytes
+            data[pos:pos] = rng.choice([b"[", b"]", b"{", b"}", b",", b":", b'"', b"-", b"1e308",
+                                        b"99999999999999999999", b"null", b"\\u0000", b"\x00"])
+        elif op == 2:  # delete a range
+            del data[pos:pos + rng.randrange(1, 8)]
+        elif op == 3:  # truncate
+            del data[pos:]
+        else:  # duplicate a range
+            data[pos:pos] = data[max(0, pos - 16):pos]
+    return bytes(data)
+
+
+def test_seeded_mutations_json(srv):
+    import random
+    rng = random.Random(20261124)
+    seeds = [
+        json.dumps({"id": "m", "inputs": [tensor("x", "FP32", [2, 8], X8 + X8)],
+                    "outputs": [{"name": "y", "parameters": {"binary_data": False}}],
+                    "parameters": {"timeout": 1000000}}).encode(),
+        json.dumps({"inputs": [tensor("a", "FP32", [1, 3], [1, 2, 3]),
+                               tensor("b", "FP32", [1, 3], [[4, 5, 6]])]}).encode(),
+    ]
+    paths = [infer_path("scaler"), infer_path("twoinput")]
+    statuses = {}
+    for i in range(400):
+        k = i % 2
+        body = _mutate(rng, seeds[k])
+        r = srv.post(paths[k], body)
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        assert r.status in (200, 400, 404, 504), (body, r)  # 504: a mutated timeout
+        if r.status != 200:
+            assert "error" in r.json(), (body, r)
+    srv.check_serves()
+    assert statuses.get(400, 0) > 100, statuses
+
+
+def test_seeded_mutations_binary(srv):
+    import random
+    rng = random.Random(7)
+    x = struct.pack("<16f", *range(16))
+    header = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 8],
+                          "parameters": {"binary_data_size": 64}}],
+              "parameters": {"binary_data_output": True}}
+    hjson = json.dumps(header).encode()
+    for i in range(300):
+        h = _mutate(rng, hjson) if i % 3 else hjson
+        blob = _mutate(rng, x) if i % 2 else x
+        hlen = len(h) + rng.choice([0, 0, 0, -1, 1, -len(h) // 2, 64, 10**6])
+        body = h + blob
+        r = srv.post(infer_path("scaler"), body,
+                     headers={"Inference-Header-Content-Length": str(hlen)})
+        assert r.status in (200, 400, 404), (hlen, body, r)
+    srv.check_serves()

@@ -179,3 +179,22 @@ def test_timeout_parameter_only_lowers(server_factory, repo):
     assert set(statuses) <= {200, 504}, statuses
     # three 40 ms runs cannot all start within 5 ms of arriving
     assert statuses.count(504) >= 2, (statuses, [r.text() for r in res])
+
+
+def test_sequential_device_fifo(server_factory, repo):
+    """A streams=1 device runs requests in arrival order: each is sent only
+    once the previous one is inside the server, and they start in that order."""
+    srv = server_factory(config=slow_config(repo, streams=1, max_queue_size=64),
+                         name="fifo-server")
+    ids = [f"fifo-{i}" for i in range(5)]
+    flight = Inflight()
+    for k, rid in enumerate(ids):
+        flight.start(rid, lambda rid=rid: slow_request(srv, rid))
+        poll_until(lambda k=k: len(flight.results) + device_load(srv, "NPU0") >= k + 1, 15,
+                   f"request {rid} inside the server")
+    for rid, r in flight.join(60).items():
+        assert not isinstance(r, BaseException) and r.status == 200, (rid, r)
+    iv = intervals(srv, ids)
+    starts = [s for s, _, _, _ in iv]
+    assert starts == sorted(starts), f"not run in arrival order: {iv}"
+    assert not overlapping_pairs(iv), iv

@@ -195,8 +195,8 @@ static void test_roundtrip_floats(void **state)
 	roundtrip("FP32", "[3]", "[0e300,-0e-400,0.000e99999999999999999999]", "[0,-0,0]");
 	roundtrip("FP64", "[2]", "[0e300,-0.0e-400]", "[0,-0]");
 	roundtrip("FP16", "[1]", "[0e400]", "[0]");
-	roundtrip("FP32", "[3]", "[\"NaN\",\"Infinity\",\"-Infinity\"]", "[null,null,null]");
-	roundtrip("FP64", "[2]", "[\"NaN\",\"-Infinity\"]", "[null,null]");
+	roundtrip("FP32", "[3]", "[\"NaN\",\"Infinity\",\"-Infinity\"]", "[\"NaN\",\"Infinity\",\"-Infinity\"]");
+	roundtrip("FP64", "[2]", "[\"NaN\",\"-Infinity\"]", "[\"NaN\",\"-Infinity\"]");
 	EXPECT_ERR("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"FP32\",\"data\":[1,NaN]}]}",
 		   ES_EPARSE, "no NaN or Infinity literal", "\"NaN\"");
 	EXPECT_ERR("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[-Infinity]}]}",
