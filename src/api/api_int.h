@@ -153,6 +153,7 @@ typedef struct api_ctx {
 	es_version *version;      /* reference, released when freed */
 	es_request req;
 	es_tensor *inputs;        /* model input order (KServe); views, not owned */
+	char *input_copy;         /* aligned copies of misaligned binary inputs */
 	es_v2_request v2;
 	bool have_v2;
 	es_tfs_request tfs;

@@ -92,6 +92,39 @@ static bool alloc_outputs(api_ctx *c, size_t n)
 }
 
 /* KServe v2: body -> c->v2, c->inputs in model order, output selection. */
+/*
+ * Binary tensors are used where they lie in the body. The body is placed so
+ * the first starts 64-byte aligned, but one after an odd-sized tensor may
+ * not be aligned for its element type: kernels read typed pointers, so such
+ * inputs are copied once into one aligned block (freed with the request).
+ */
+static bool align_binary_inputs(api_ctx *c, size_t n_in)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < n_in; i++) {
+		const es_tensor *t = &c->inputs[i];
+		size_t esz = es_dtype_size(t->dtype);
+		if (esz > 1 && ((uintptr_t)t->data % esz) != 0)
+			total += (t->nbytes + ES_ALIGN - 1) & ~(size_t)(ES_ALIGN - 1);
+	}
+	if (!total)
+		return true;
+	c->input_copy = es_aligned_alloc(total);
+	if (!c->input_copy)
+		return false;
+	size_t off = 0;
+	for (size_t i = 0; i < n_in; i++) {
+		es_tensor *t = &c->inputs[i];
+		size_t esz = es_dtype_size(t->dtype);
+		if (esz <= 1 || ((uintptr_t)t->data % esz) == 0)
+			continue;
+		memcpy(c->input_copy + off, t->data, t->nbytes);
+		t->data = c->input_copy + off;
+		off += (t->nbytes + ES_ALIGN - 1) & ~(size_t)(ES_ALIGN - 1);
+	}
+	return true;
+}
+
 static bool prepare_kserve(api_ctx *c, const es_model *m)
 {
 	const char *model = c->route.model;
@@ -148,14 +181,7 @@ static bool prepare_kserve(api_ctx *c, const es_model *m)
 					   model, ver, shown, names);
 			return false;
 		}
-		for (size_t k = 0; k < j; k++) {
-			if (strcmp(c->v2.inputs[k].name, name) == 0) {
-				es_api_reply_error(c, 400, ES_EINVAL,
-						   "model '%s': input '%s' is given twice",
-						   model, shown);
-				return false;
-			}
-		}
+		/* duplicates were rejected by the codec */
 	}
 	c->inputs = calloc(n_in ? n_in : 1, sizeof(*c->inputs));
 	if (!c->inputs) {
@@ -194,6 +220,10 @@ static bool prepare_kserve(api_ctx *c, const es_model *m)
 		memcpy(dst->dims, t->dims, sizeof(dst->dims));
 		dst->data = t->data;
 		dst->nbytes = t->nbytes;
+	}
+	if (!align_binary_inputs(c, n_in)) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return false;
 	}
 
 	/* outputs: all in model order, or the requested ones in their order */
@@ -406,6 +436,8 @@ void es_api_infer_cleanup(api_ctx *c)
 		es_tfs_request_free(&c->tfs);
 	c->have_v2 = c->have_tfs = false;
 	free(c->inputs);
+	es_aligned_free(c->input_copy);
+	c->input_copy = NULL;
 	free(c->out_index);
 	free(c->out_binary);
 	free(c->outs);
