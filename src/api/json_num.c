@@ -665,12 +665,18 @@ size_t es_fmt_f64(char *buf, double d)
 		}
 		return es_fmt_i64(buf, (int64_t)d);
 	}
+	/* formatted in a local array: GCC's sanitizer builds otherwise warn
+	 * (falsely) about a null destination */
+	char out[ES_NUM_FMT_MAX];
 	int len = 0;
 	for (int prec = 15; prec <= 17; prec++) {
-		len = snprintf(buf, ES_NUM_FMT_MAX, "%.*g", prec, d);
-		if (strtod(buf, NULL) == d)
+		len = snprintf(out, sizeof(out), "%.*g", prec, d);
+		if (strtod(out, NULL) == d)
 			break;
 	}
+	if (len < 0 || len >= (int)sizeof(out))
+		return 0;
+	memcpy(buf, out, (size_t)len + 1);
 	return (size_t)len;
 }
 
