@@ -78,8 +78,7 @@ int es_buf_printf(es_buf *b, const char *fmt, ...)
 	return rc;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t es_utf8_len(const unsigned char *s, size_t n)
 {
 	unsigned char c = s[0];
 	size_t len;
@@ -129,7 +128,7 @@ int es_buf_json_str(es_buf *b, const char *s, size_t len)
 			es_buf_putc(b, (char)c);
 			i++;
 		} else {
-			size_t n = utf8_len(p + i, len - i);
+			size_t n = es_utf8_len(p + i, len - i);
 			if (n) {
 				es_buf_append(b, p + i, n);
 				i += n;

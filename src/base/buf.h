@@ -30,4 +30,10 @@ void es_buf_free(es_buf *b);
 /* Hands the data to the caller (who frees it with free) and resets b. */
 char *es_buf_steal(es_buf *b, size_t *len);
 
+/* Length of the valid UTF-8 sequence at the start of s[0..n): 1 to 4, or 0
+ * when the bytes there are not one (a bad lead or continuation byte, a
+ * sequence cut off by n, an overlong form, a surrogate or a code point
+ * beyond U+10FFFF). n must be at least 1. */
+size_t es_utf8_len(const unsigned char *s, size_t n);
+
 #endif

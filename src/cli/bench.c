@@ -39,6 +39,7 @@
 #include "base/status.h"
 #include "cli/cli.h"
 #include "cli/http_client.h"
+#include "cli/inputs.h"
 #include "edgeserve/engine.h"
 #include "engine/io/npy.h"
 
@@ -101,12 +102,6 @@ static const char bench_help[] =
 
 /* ---- options ----------------------------------------------------------- */
 
-typedef struct shape_arg {
-	char *name; /* owned */
-	int ndim;
-	int64_t dims[ES_MAX_DIMS];
-} shape_arg;
-
 typedef struct bench_opts {
 	const char *url;
 	const char *model;
@@ -118,7 +113,7 @@ typedef struct bench_opts {
 	int timeout_ms;
 	const char **input_specs; /* owned array of argv pointers */
 	size_t n_input_specs;
-	shape_arg *shapes; /* owned */
+	es_cli_shape *shapes; /* owned */
 	size_t n_shapes;
 	bool random;
 	uint64_t seed;
@@ -193,20 +188,6 @@ static int setup_error(const char *fmt, ...)
 	return ES_CLI_EXIT_FAILURE;
 }
 
-static bool parse_u64(const char *text, uint64_t min, uint64_t max,
-		      uint64_t *out)
-{
-	char *end;
-	if (*text < '0' || *text > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* "10s", "500ms", "2m", "1.5s", "10" (seconds) -> ns; > 0 and <= 1 day. */
 static bool parse_duration(const char *text, uint64_t *out_ns)
 {
@@ -263,40 +244,9 @@ static bool parse_levels(const char *text, bench_opts *o)
 	return o->n_levels > 0;
 }
 
-static bool parse_shape_arg(const char *spec, shape_arg *out)
-{
-	const char *eq = strchr(spec, '=');
-	if (!eq || eq == spec)
-		return false;
-	out->ndim = 0;
-	const char *p = eq + 1;
-	while (*p) {
-		if (out->ndim == ES_MAX_DIMS || *p < '0' || *p > '9')
-			return false;
-		errno = 0;
-		char *end;
-		long long v = strtoll(p, &end, 10);
-		if (errno || v < 0)
-			return false;
-		out->dims[out->ndim++] = v;
-		p = end;
-		if (*p == 'x' || *p == 'X' || *p == ',') {
-			p++;
-			if (!*p)
-				return false;
-		} else if (*p) {
-			return false;
-		}
-	}
-	out->name = es_strndup(spec, (size_t)(eq - spec));
-	return out->name != NULL;
-}
-
 static void free_opts(bench_opts *o)
 {
-	for (size_t i = 0; i < o->n_shapes; i++)
-		free(o->shapes[i].name);
-	free(o->shapes);
+	es_cli_free_shapes(o->shapes, o->n_shapes);
 	free(o->input_specs);
 }
 
@@ -367,7 +317,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 			o->model = value;
 			break;
 		case FLAG_VERSION:
-			if (!parse_u64(value, 1, INT64_MAX, &n))
+			if (!es_cli_parse_u64(value, 1, INT64_MAX, &n))
 				return usage_error("--version '%s': expected a positive integer",
 						   value);
 			o->version = value;
@@ -384,13 +334,13 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 			have_duration = true;
 			break;
 		case FLAG_REQUESTS:
-			if (!parse_u64(value, 1, 1000000000, &o->requests))
+			if (!es_cli_parse_u64(value, 1, 1000000000, &o->requests))
 				return usage_error("--requests '%s': expected an integer in [1, 1000000000]",
 						   value);
 			have_requests = true;
 			break;
 		case FLAG_TIMEOUT:
-			if (!parse_u64(value, 1, 3600000, &n))
+			if (!es_cli_parse_u64(value, 1, 3600000, &n))
 				return usage_error("--timeout-ms '%s': expected an integer in [1, 3600000]",
 						   value);
 			o->timeout_ms = (int)n;
@@ -404,12 +354,12 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 			o->random = true;
 			break;
 		case FLAG_SEED:
-			if (!parse_u64(value, 0, UINT64_MAX, &o->seed))
+			if (!es_cli_parse_u64(value, 0, UINT64_MAX, &o->seed))
 				return usage_error("--seed '%s': expected a non-negative integer",
 						   value);
 			break;
 		case FLAG_SHAPE:
-			if (!parse_shape_arg(value, &o->shapes[o->n_shapes]))
+			if (!es_cli_parse_shape(value, &o->shapes[o->n_shapes]))
 				return usage_error("--shape '%s': expected NAME=DIMS such as x=1x3x224x224",
 						   value);
 			o->n_shapes++;
@@ -430,11 +380,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 		return usage_error("--duration and --requests exclude each other");
 	if (have_requests)
 		o->duration_ns = 0;
-	for (size_t i = 0; i < o->n_shapes; i++)
-		for (size_t j = 0; j < i; j++)
-			if (strcmp(o->shapes[i].name, o->shapes[j].name) == 0)
-				return usage_error("--shape given twice for input '%s'",
-						   o->shapes[i].name);
+	const char *twice = es_cli_duplicate_shape(o->shapes, o->n_shapes);
+	if (twice)
+		return usage_error("--shape given twice for input '%s'", twice);
 	return -1;
 }
 
@@ -649,25 +597,14 @@ out:
 
 /* ---- input tensors ----------------------------------------------------- */
 
-static void format_dims(char *buf, size_t size, int ndim, const int64_t *dims)
-{
-	size_t n = 0;
-	n += (size_t)snprintf(buf + n, size - n, "[");
-	for (int i = 0; i < ndim && n < size; i++)
-		n += (size_t)snprintf(buf + n, size - n, "%s%" PRId64,
-				      i ? "," : "", dims[i]);
-	if (n < size)
-		snprintf(buf + n, size - n, "]");
-}
-
 static int check_shape(const model_input *mi, const char *what, int ndim,
 		       const int64_t *dims, es_error *err)
 {
 	char want[256], got[256];
 	if (mi->ndim < 0)
 		return 0;
-	format_dims(want, sizeof(want), mi->ndim, mi->dims);
-	format_dims(got, sizeof(got), ndim, dims);
+	es_cli_format_dims(want, sizeof(want), mi->ndim, mi->dims);
+	es_cli_format_dims(got, sizeof(got), ndim, dims);
 	if (mi->ndim != ndim)
 		return es_error_set(err, ES_ESHAPE,
 				    "input '%s' %s: expected rank %d %s (-1 is open), got rank %d %s",
@@ -681,137 +618,45 @@ static int check_shape(const model_input *mi, const char *what, int ndim,
 	return 0;
 }
 
-static bool has_suffix(const char *s, const char *suffix)
+static const char *meta_input_name(const void *model, size_t i)
 {
-	size_t n = strlen(s), m = strlen(suffix);
-	return n >= m && strcasecmp(s + n - m, suffix) == 0;
+	return ((const model_meta *)model)->inputs[i].name;
 }
 
-static int read_tensor_file(const char *file, es_tensor *t, es_error *err)
+/* Assigns --input files (NAME=FILE by name, FILE to the next free input)
+ * and checks the --shape names. */
+static int assign_input_files(const bench_opts *o, model_meta *m,
+			      es_error *err)
 {
-	if (has_suffix(file, ".npy"))
-		return es_npy_read(file, t, err);
-	if (has_suffix(file, ".pb"))
-		return es_tensor_read_pb(file, t, NULL, err);
-	return es_error_set(err, ES_EINVAL,
-			    "unknown file type (expected a .pb or .npy file)");
-}
-
-static uint64_t splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static void fill_random(es_tensor *t, uint64_t seed)
-{
-	uint64_t state = seed;
-	int64_t n = es_tensor_numel(t);
-	for (int64_t i = 0; i < n; i++) {
-		uint64_t r = splitmix64(&state);
-		float uf = (float)(r >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
-		double ud = (double)(r >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
-		uint64_t small = r % 10;
-		switch (t->dtype) {
-		case ES_DT_FLOAT: ((float *)t->data)[i] = uf; break;
-		case ES_DT_DOUBLE: ((double *)t->data)[i] = ud; break;
-		case ES_DT_FLOAT16: ((uint16_t *)t->data)[i] = es_float_to_half(uf); break;
-		case ES_DT_BFLOAT16: ((uint16_t *)t->data)[i] = es_float_to_bf16(uf); break;
-		case ES_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)small; break;
-		case ES_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)small; break;
-		case ES_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)small; break;
-		case ES_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)small; break;
-		case ES_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)small; break;
-		case ES_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)small; break;
-		case ES_DT_INT64: ((int64_t *)t->data)[i] = (int64_t)small; break;
-		case ES_DT_UINT64: ((uint64_t *)t->data)[i] = small; break;
-		case ES_DT_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)(r >> 63); break;
-		default: break;
-		}
-	}
-}
-
-static const shape_arg *find_shape(const bench_opts *o, const char *name)
-{
-	for (size_t i = 0; i < o->n_shapes; i++)
-		if (strcmp(o->shapes[i].name, name) == 0)
-			return &o->shapes[i];
-	return NULL;
-}
-
-static int find_input(const model_meta *m, const char *name)
-{
+	char label[300];
+	snprintf(label, sizeof(label), "model '%s'", o->model);
+	const es_cli_input_list list = { m, m->n_inputs, meta_input_name,
+					 label };
+	const char **files = calloc(m->n_inputs ? m->n_inputs : 1,
+				    sizeof(*files));
+	if (!files)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	int rc = es_cli_assign_inputs(&list, o->input_specs, o->n_input_specs,
+				      files, err);
+	if (rc == 0)
+		rc = es_cli_check_shape_names(&list, o->shapes, o->n_shapes,
+					      err);
 	for (size_t i = 0; i < m->n_inputs; i++)
-		if (strcmp(m->inputs[i].name, name) == 0)
-			return (int)i;
-	return -1;
+		m->inputs[i].file = files[i];
+	free(files);
+	return rc;
 }
 
-static void list_input_names(const model_meta *m, char *buf, size_t size)
-{
-	size_t n = 0;
-	buf[0] = '\0';
-	for (size_t i = 0; i < m->n_inputs && n < size; i++)
-		n += (size_t)snprintf(buf + n, size - n, "%s'%s'", i ? ", " : "",
-				      m->inputs[i].name);
-}
-
-/* Assigns --input files (NAME=FILE by name, FILE to the next free input),
- * reads them or makes random data, and checks them against the metadata. */
+/* Assigns --input files, reads them or makes random data, and checks them
+ * against the metadata. */
 static int prepare_inputs(const bench_opts *o, model_meta *m, es_error *err)
 {
 	char names[512];
-	size_t next = 0;
 	int rc;
 
-	for (size_t k = 0; k < o->n_input_specs; k++) {
-		const char *spec = o->input_specs[k];
-		const char *eq = strchr(spec, '=');
-		const char *file = spec;
-		int idx = -1;
-		if (eq) {
-			char *name = es_strndup(spec, (size_t)(eq - spec));
-			if (!name)
-				return es_error_set(err, ES_ENOMEM, "out of memory");
-			idx = find_input(m, name);
-			if (idx >= 0) {
-				file = eq + 1;
-			} else if (access(spec, F_OK) != 0) {
-				list_input_names(m, names, sizeof(names));
-				es_error_set(err, ES_ENOTFOUND,
-					     "--input '%s': model '%s' has no input named '%s' (inputs: %s)",
-					     spec, o->model, name, names);
-				free(name);
-				return ES_ENOTFOUND;
-			}
-			free(name);
-		}
-		if (idx < 0) {
-			while (next < m->n_inputs && m->inputs[next].file)
-				next++;
-			if (next == m->n_inputs)
-				return es_error_set(err, ES_EINVAL,
-						    "--input '%s': model '%s' has only %zu input(s) and all are already given",
-						    spec, o->model, m->n_inputs);
-			idx = (int)next;
-		}
-		if (m->inputs[idx].file)
-			return es_error_set(err, ES_EINVAL,
-					    "input '%s' is given twice ('%s' and '%s')",
-					    m->inputs[idx].name,
-					    m->inputs[idx].file, file);
-		m->inputs[idx].file = file;
-	}
-	for (size_t i = 0; i < o->n_shapes; i++)
-		if (find_input(m, o->shapes[i].name) < 0) {
-			list_input_names(m, names, sizeof(names));
-			return es_error_set(err, ES_ENOTFOUND,
-					    "--shape: model '%s' has no input named '%s' (inputs: %s)",
-					    o->model, o->shapes[i].name, names);
-		}
-
+	rc = assign_input_files(o, m, err);
+	if (rc)
+		return rc;
 	if (!o->random) {
 		size_t n = 0;
 		names[0] = '\0';
@@ -821,7 +666,7 @@ static int prepare_inputs(const bench_opts *o, model_meta *m, es_error *err)
 				continue;
 			char dims[128];
 			if (mi->ndim >= 0)
-				format_dims(dims, sizeof(dims), mi->ndim, mi->dims);
+				es_cli_format_dims(dims, sizeof(dims), mi->ndim, mi->dims);
 			else
 				snprintf(dims, sizeof(dims), "[...]");
 			n += (size_t)snprintf(names + n, sizeof(names) - n,
@@ -836,7 +681,8 @@ static int prepare_inputs(const bench_opts *o, model_meta *m, es_error *err)
 
 	for (size_t i = 0; i < m->n_inputs; i++) {
 		model_input *mi = &m->inputs[i];
-		const shape_arg *shape = find_shape(o, mi->name);
+		const es_cli_shape *shape =
+			es_cli_find_shape(o->shapes, o->n_shapes, mi->name);
 		if (mi->dtype == ES_DT_STRING)
 			return es_error_set(err, ES_EUNSUPPORTED,
 					    "input '%s' has datatype BYTES, which bench cannot send yet",
@@ -844,7 +690,7 @@ static int prepare_inputs(const bench_opts *o, model_meta *m, es_error *err)
 		if (mi->file) {
 			char what[300];
 			snprintf(what, sizeof(what), "from '%s'", mi->file);
-			rc = read_tensor_file(mi->file, &mi->tensor, err);
+			rc = es_cli_read_tensor_file(mi->file, &mi->tensor, err);
 			if (rc)
 				return es_error_prefix(err, "input '%s': cannot read '%s'",
 						       mi->name, mi->file);
@@ -886,8 +732,9 @@ static int prepare_inputs(const bench_opts *o, model_meta *m, es_error *err)
 		rc = es_tensor_alloc(&mi->tensor, mi->dtype, ndim, dims, err);
 		if (rc)
 			return es_error_prefix(err, "input '%s'", mi->name);
-		fill_random(&mi->tensor,
-			    o->seed ^ ((uint64_t)(i + 1) * 0xd1b54a32d192ed03u));
+		rc = es_cli_fill_random(&mi->tensor, o->seed, i, err);
+		if (rc)
+			return es_error_prefix(err, "input '%s'", mi->name);
 	}
 	return 0;
 }
@@ -1486,7 +1333,7 @@ static void print_intro(const bench_opts *o, const model_meta *m,
 	for (size_t i = 0; i < m->n_inputs; i++) {
 		const model_input *mi = &m->inputs[i];
 		char dims[256];
-		format_dims(dims, sizeof(dims), mi->tensor.ndim, mi->tensor.dims);
+		es_cli_format_dims(dims, sizeof(dims), mi->tensor.ndim, mi->tensor.dims);
 		printf("%s %s %s %s (%s)", i ? "," : "", mi->name, mi->datatype,
 		       dims, mi->file ? mi->file : "random");
 	}

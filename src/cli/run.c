@@ -26,6 +26,7 @@
 #include "base/fp16.h"
 #include "base/status.h"
 #include "cli/cli.h"
+#include "cli/inputs.h"
 #include "edgeserve/engine.h"
 #include "engine/io/npy.h"
 #include "engine/ops/op.h"
@@ -75,17 +76,11 @@ static const char run_help[] =
 
 /* ---- options ----------------------------------------------------------- */
 
-typedef struct shape_arg {
-	char *name; /* owned */
-	int ndim;
-	int64_t dims[ES_MAX_DIMS];
-} shape_arg;
-
 typedef struct run_opts {
 	const char *model_path;
 	const char **input_specs; /* --input values, in order (owned array) */
 	size_t n_input_specs;
-	shape_arg *shapes; /* owned array */
+	es_cli_shape *shapes; /* owned array */
 	size_t n_shapes;
 	bool random;
 	uint64_t seed;
@@ -167,70 +162,9 @@ static int usage_error(const char *fmt, ...)
 	return ES_CLI_EXIT_USAGE;
 }
 
-/* Parses a decimal integer in [min, max]; the whole text must be used. */
-static bool parse_int(const char *text, long long min, long long max,
-		      long long *out)
-{
-	char *end;
-	if (!*text || (*text == '-' && min >= 0))
-		return false;
-	errno = 0;
-	long long v = strtoll(text, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_u64(const char *text, uint64_t *out)
-{
-	char *end;
-	if (*text < '0' || *text > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno || *end)
-		return false;
-	*out = v;
-	return true;
-}
-
-/* NAME=DIMS where DIMS is like 1x3x224x224 (or 1,3,224,224); an empty DIMS
- * means a scalar. */
-static bool parse_shape_arg(const char *spec, shape_arg *out)
-{
-	const char *eq = strchr(spec, '=');
-	if (!eq || eq == spec)
-		return false;
-	out->ndim = 0;
-	const char *p = eq + 1;
-	while (*p) {
-		if (out->ndim == ES_MAX_DIMS || *p < '0' || *p > '9')
-			return false;
-		errno = 0;
-		char *end;
-		long long v = strtoll(p, &end, 10);
-		if (errno || v < 0)
-			return false;
-		out->dims[out->ndim++] = v;
-		p = end;
-		if (*p == 'x' || *p == 'X' || *p == ',') {
-			p++;
-			if (!*p)
-				return false;
-		} else if (*p) {
-			return false;
-		}
-	}
-	out->name = es_strndup(spec, (size_t)(eq - spec));
-	return out->name != NULL;
-}
-
 static void free_opts(run_opts *o)
 {
-	for (size_t i = 0; i < o->n_shapes; i++)
-		free(o->shapes[i].name);
-	free(o->shapes);
+	es_cli_free_shapes(o->shapes, o->n_shapes);
 	free(o->input_specs);
 }
 
@@ -302,7 +236,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
 			o->input_specs[o->n_input_specs++] = value;
 			break;
 		case FLAG_SHAPE:
-			if (!parse_shape_arg(value, &o->shapes[o->n_shapes]))
+			if (!es_cli_parse_shape(value, &o->shapes[o->n_shapes]))
 				return usage_error("--shape '%s': expected NAME=DIMS such as x=1x3x224x224",
 						   value);
 			o->n_shapes++;
@@ -311,24 +245,24 @@ static int parse_args(int argc, char **argv, run_opts *o)
 			o->random = true;
 			break;
 		case FLAG_SEED:
-			if (!parse_u64(value, &o->seed))
+			if (!es_cli_parse_u64(value, 0, UINT64_MAX, &o->seed))
 				return usage_error("--seed '%s': expected a non-negative integer",
 						   value);
 			break;
 		case FLAG_THREADS:
-			if (!parse_int(value, 0, 4096, &n))
+			if (!es_cli_parse_int(value, 0, 4096, &n))
 				return usage_error("--threads '%s': expected an integer in [0, 4096]",
 						   value);
 			o->threads = (int)n;
 			break;
 		case FLAG_WARMUP:
-			if (!parse_int(value, 0, 10000000, &n))
+			if (!es_cli_parse_int(value, 0, 10000000, &n))
 				return usage_error("--warmup '%s': expected an integer in [0, 10000000]",
 						   value);
 			o->warmup = (int)n;
 			break;
 		case FLAG_ITERS:
-			if (!parse_int(value, 1, 10000000, &n))
+			if (!es_cli_parse_int(value, 1, 10000000, &n))
 				return usage_error("--iters '%s': expected an integer in [1, 10000000]",
 						   value);
 			o->iters = (int)n;
@@ -352,11 +286,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
 	}
 	if (!o->model_path)
 		return usage_error("missing MODEL.onnx");
-	for (size_t i = 0; i < o->n_shapes; i++)
-		for (size_t j = 0; j < i; j++)
-			if (strcmp(o->shapes[i].name, o->shapes[j].name) == 0)
-				return usage_error("--shape given twice for input '%s'",
-						   o->shapes[i].name);
+	const char *twice = es_cli_duplicate_shape(o->shapes, o->n_shapes);
+	if (twice)
+		return usage_error("--shape given twice for input '%s'", twice);
 	return -1;
 }
 
@@ -372,18 +304,6 @@ static uint64_t now_ns(void)
 static double ns_to_ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
-}
-
-/* "[1,3,224,224]"; "[]" for a scalar. */
-static void format_dims(char *buf, size_t size, int ndim, const int64_t *dims)
-{
-	size_t n = 0;
-	n += (size_t)snprintf(buf + n, size - n, "[");
-	for (int i = 0; i < ndim && n < size; i++)
-		n += (size_t)snprintf(buf + n, size - n, "%s%" PRId64,
-				      i ? "," : "", dims[i]);
-	if (n < size)
-		snprintf(buf + n, size - n, "]");
 }
 
 /* The model's view of a shape: open dims print as their parameter name or
@@ -412,19 +332,13 @@ static void format_info_dims(char *buf, size_t size, const es_value_info *vi)
 		snprintf(buf + n, size - n, "]");
 }
 
-static bool has_suffix(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-	return n >= m && strcasecmp(s + n - m, suffix) == 0;
-}
-
 /* Checks a shape (from a file or --shape) against the model's input. */
 static int check_shape(const es_value_info *vi, const char *what, int ndim,
 		       const int64_t *dims, es_error *err)
 {
 	char want[256], got[256];
 	format_info_dims(want, sizeof(want), vi);
-	format_dims(got, sizeof(got), ndim, dims);
+	es_cli_format_dims(got, sizeof(got), ndim, dims);
 	if (vi->ndim >= 0 && vi->ndim != ndim)
 		return es_error_set(err, ES_ESHAPE,
 				    "input '%s' %s: expected rank %d %s, got rank %d %s",
@@ -438,49 +352,6 @@ static int check_shape(const es_value_info *vi, const char *what, int ndim,
 	return 0;
 }
 
-/* ---- random data ------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static int fill_random(es_tensor *t, uint64_t seed, es_error *err)
-{
-	uint64_t state = seed;
-	int64_t n = es_tensor_numel(t);
-	for (int64_t i = 0; i < n; i++) {
-		uint64_t r = splitmix64(&state);
-		/* 24 random bits give a float in [0, 1); 53 a double. */
-		float uf = (float)(r >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
-		double ud = (double)(r >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
-		uint64_t small = r % 10;
-		switch (t->dtype) {
-		case ES_DT_FLOAT: ((float *)t->data)[i] = uf; break;
-		case ES_DT_DOUBLE: ((double *)t->data)[i] = ud; break;
-		case ES_DT_FLOAT16: ((uint16_t *)t->data)[i] = es_float_to_half(uf); break;
-		case ES_DT_BFLOAT16: ((uint16_t *)t->data)[i] = es_float_to_bf16(uf); break;
-		case ES_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)small; break;
-		case ES_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)small; break;
-		case ES_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)small; break;
-		case ES_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)small; break;
-		case ES_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)small; break;
-		case ES_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)small; break;
-		case ES_DT_INT64: ((int64_t *)t->data)[i] = (int64_t)small; break;
-		case ES_DT_UINT64: ((uint64_t *)t->data)[i] = small; break;
-		case ES_DT_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)(r >> 63); break;
-		default:
-			return es_error_set(err, ES_EUNSUPPORTED,
-					    "cannot make random data of dtype %s",
-					    es_dtype_name(t->dtype));
-		}
-	}
-	return 0;
-}
-
 /* ---- inputs ------------------------------------------------------------ */
 
 typedef struct input_slot {
@@ -489,33 +360,9 @@ typedef struct input_slot {
 	bool loaded;
 } input_slot;
 
-static int read_tensor_file(const char *file, es_tensor *t, es_error *err)
+static const char *model_input_name(const void *model, size_t i)
 {
-	if (has_suffix(file, ".npy"))
-		return es_npy_read(file, t, err);
-	if (has_suffix(file, ".pb"))
-		return es_tensor_read_pb(file, t, NULL, err);
-	return es_error_set(err, ES_EINVAL,
-			    "unknown file type (expected a .pb or .npy file)");
-}
-
-static void list_input_names(const es_model *m, char *buf, size_t size)
-{
-	size_t n = 0;
-	buf[0] = '\0';
-	for (size_t i = 0; i < es_model_num_inputs(m) && n < size; i++)
-		n += (size_t)snprintf(buf + n, size - n, "%s'%s'", i ? ", " : "",
-				      es_model_input(m, i)->name);
-	if (es_model_num_inputs(m) == 0)
-		snprintf(buf, size, "none");
-}
-
-static const shape_arg *find_shape(const run_opts *o, const char *name)
-{
-	for (size_t i = 0; i < o->n_shapes; i++)
-		if (strcmp(o->shapes[i].name, name) == 0)
-			return &o->shapes[i];
-	return NULL;
+	return es_model_input(model, i)->name;
 }
 
 /* Assigns the --input files to model inputs: NAME=FILE by name, a bare
@@ -524,50 +371,20 @@ static int assign_input_files(const es_model *m, const run_opts *o,
 			      input_slot *slots, es_error *err)
 {
 	size_t n_inputs = es_model_num_inputs(m);
-	size_t next = 0;
-	char names[512];
-
-	for (size_t k = 0; k < o->n_input_specs; k++) {
-		const char *spec = o->input_specs[k];
-		const char *eq = strchr(spec, '=');
-		int idx = -1;
-		const char *file = spec;
-		if (eq) {
-			char *name = es_strndup(spec, (size_t)(eq - spec));
-			if (!name)
-				return es_error_set(err, ES_ENOMEM, "out of memory");
-			idx = es_model_input_index(m, name);
-			if (idx >= 0) {
-				file = eq + 1;
-			} else if (access(spec, F_OK) != 0) {
-				/* Neither an input name nor a file called
-				 * "a=b": most likely a misspelt name. */
-				list_input_names(m, names, sizeof(names));
-				es_error_set(err, ES_ENOTFOUND,
-					     "--input '%s': the model has no input named '%s' (inputs: %s)",
-					     spec, name, names);
-				free(name);
-				return ES_ENOTFOUND;
-			}
-			free(name);
-		}
-		if (idx < 0) {
-			while (next < n_inputs && slots[next].file)
-				next++;
-			if (next == n_inputs)
-				return es_error_set(err, ES_EINVAL,
-						    "--input '%s': the model has only %zu input(s) and all are already given",
-						    spec, n_inputs);
-			idx = (int)next;
-		}
-		if (slots[idx].file)
-			return es_error_set(err, ES_EINVAL,
-					    "input '%s' is given twice ('%s' and '%s')",
-					    es_model_input(m, (size_t)idx)->name,
-					    slots[idx].file, file);
-		slots[idx].file = file;
-	}
-	return 0;
+	const es_cli_input_list list = { m, n_inputs, model_input_name,
+					 "the model" };
+	const char **files = calloc(n_inputs ? n_inputs : 1, sizeof(*files));
+	if (!files)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	int rc = es_cli_assign_inputs(&list, o->input_specs, o->n_input_specs,
+				      files, err);
+	if (rc == 0)
+		rc = es_cli_check_shape_names(&list, o->shapes, o->n_shapes,
+					      err);
+	for (size_t i = 0; i < n_inputs; i++)
+		slots[i].file = files[i];
+	free(files);
+	return rc;
 }
 
 static int prepare_inputs(const es_model *m, run_opts *o, input_slot *slots,
@@ -580,14 +397,6 @@ static int prepare_inputs(const es_model *m, run_opts *o, input_slot *slots,
 	rc = assign_input_files(m, o, slots, err);
 	if (rc)
 		return rc;
-	for (size_t i = 0; i < o->n_shapes; i++) {
-		if (es_model_input_index(m, o->shapes[i].name) < 0) {
-			list_input_names(m, names, sizeof(names));
-			return es_error_set(err, ES_ENOTFOUND,
-					    "--shape: the model has no input named '%s' (inputs: %s)",
-					    o->shapes[i].name, names);
-		}
-	}
 
 	/* Name every missing input at once rather than one per attempt. */
 	if (!o->random) {
@@ -612,13 +421,14 @@ static int prepare_inputs(const es_model *m, run_opts *o, input_slot *slots,
 
 	for (size_t i = 0; i < n_inputs; i++) {
 		const es_value_info *vi = es_model_input(m, i);
-		const shape_arg *shape = find_shape(o, vi->name);
+		const es_cli_shape *shape =
+			es_cli_find_shape(o->shapes, o->n_shapes, vi->name);
 		input_slot *slot = &slots[i];
 		char what[256];
 
 		if (slot->file) {
 			snprintf(what, sizeof(what), "from '%s'", slot->file);
-			rc = read_tensor_file(slot->file, &slot->tensor, err);
+			rc = es_cli_read_tensor_file(slot->file, &slot->tensor, err);
 			if (rc)
 				return es_error_prefix(err, "input '%s': cannot read '%s'",
 						       vi->name, slot->file);
@@ -636,9 +446,9 @@ static int prepare_inputs(const es_model *m, run_opts *o, input_slot *slots,
 				return rc;
 			if (shape) {
 				char want[256], got[256];
-				format_dims(want, sizeof(want), shape->ndim,
+				es_cli_format_dims(want, sizeof(want), shape->ndim,
 					    shape->dims);
-				format_dims(got, sizeof(got), slot->tensor.ndim,
+				es_cli_format_dims(got, sizeof(got), slot->tensor.ndim,
 					    slot->tensor.dims);
 				if (shape->ndim != slot->tensor.ndim ||
 				    memcmp(shape->dims, slot->tensor.dims,
@@ -681,9 +491,7 @@ static int prepare_inputs(const es_model *m, run_opts *o, input_slot *slots,
 		slot->loaded = true;
 		/* Each input gets its own stream, so adding an input file does
 		 * not change the random data of the others. */
-		rc = fill_random(&slot->tensor,
-				 o->seed ^ ((uint64_t)(i + 1) * 0xd1b54a32d192ed03u),
-				 err);
+		rc = es_cli_fill_random(&slot->tensor, o->seed, i, err);
 		if (rc)
 			return es_error_prefix(err, "input '%s'", vi->name);
 	}
@@ -1028,14 +836,14 @@ static void print_text(const run_opts *o, const es_model *m,
 	       es_model_num_nodes(m), o->optimize ? "" : " (not optimized)");
 	for (size_t i = 0; i < n_in; i++) {
 		const es_value_info *vi = es_model_input(m, i);
-		format_dims(dims, sizeof(dims), slots[i].tensor.ndim,
+		es_cli_format_dims(dims, sizeof(dims), slots[i].tensor.ndim,
 			    slots[i].tensor.dims);
 		printf("input %-6zu %s  %s %s  from %s\n", i, vi->name,
 		       es_dtype_name(slots[i].tensor.dtype), dims,
 		       slots[i].file ? slots[i].file : "random data");
 	}
 	for (size_t i = 0; i < n_out; i++) {
-		format_dims(dims, sizeof(dims), r->out_shapes[i].ndim,
+		es_cli_format_dims(dims, sizeof(dims), r->out_shapes[i].ndim,
 			    r->out_shapes[i].dims);
 		printf("output %-5zu %s  %s %s\n", i, es_model_output(m, i)->name,
 		       es_dtype_name(r->out_shapes[i].dtype), dims);

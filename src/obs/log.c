@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/buf.h"
 #include "base/clock.h"
 
 static const char truncated_tail[] = ",\"truncated\":true";
@@ -82,41 +83,6 @@ static bool put_raw(es_logrec *r, const char *s, size_t n)
 	return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if ((c & 0xf0) == 0xe0) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if ((c & 0xf8) == 0xf0) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-	    (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /*
  * Appends s[0..n) as a JSON string literal: quote, backslash and control
  * characters escaped, invalid UTF-8 bytes as U+FFFD. When the whole string
@@ -155,7 +121,7 @@ static bool put_json_str(es_logrec *r, const char *s, size_t n, bool shorten)
 		} else if (c < 0x80) {
 			unit = (const char *)p + i;
 			out = 1;
-		} else if ((in = utf8_len(p + i, n - i))) {
+		} else if ((in = es_utf8_len(p + i, n - i))) {
 			unit = (const char *)p + i;
 			out = in;
 		} else {

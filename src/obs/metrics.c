@@ -157,41 +157,6 @@ static bool valid_label_name(const char *s)
 	return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if ((c & 0xf0) == 0xe0) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if ((c & 0xf8) == 0xf0) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-	    (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /*
  * Appends s escaped for the text format: backslash and newline always,
  * the double quote too inside a label value. The parser rejects label
@@ -229,7 +194,7 @@ static void put_escaped(es_buf *b, const char *s, bool quote)
 			es_buf_putc(b, (char)c);
 			i++;
 		} else {
-			size_t len = utf8_len(p + i, n - i);
+			size_t len = es_utf8_len(p + i, n - i);
 			if (len) {
 				es_buf_append(b, p + i, len);
 				i += len;
