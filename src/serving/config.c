@@ -53,17 +53,20 @@ static int online_cpus(void)
 }
 
 /*
- * The default device is the CPU engine tuned for throughput: one stream per
- * core, one intra-op thread per stream, so that concurrent requests run in
- * parallel without their thread teams competing for cores.
+ * The default device is the CPU engine in latency mode: one stream whose
+ * sessions use every core for intra-op threads (OpenVINO's default LATENCY
+ * hint makes the same choice). Fewer threads competing for the cores also
+ * lifts the server's request rate on small models (docs/performance.md).
+ * For throughput under many concurrent requests, declare the device with
+ * more streams.
  */
 static int default_device(es_device_config *d)
 {
 	memset(d, 0, sizeof(*d));
 	d->name = strdup("CPU");
 	d->backend = strdup("cpu");
-	d->streams = online_cpus();
-	d->threads_per_stream = 1;
+	d->streams = 1;
+	d->threads_per_stream = online_cpus();
 	d->max_queue_size = ES_DEFAULT_QUEUE_SIZE;
 	return d->name && d->backend ? 0 : ES_ENOMEM;
 }
