@@ -42,6 +42,8 @@ enum {
 	ES_ETIMEDOUT = -14,    /* deadline passed */
 	ES_ECANCELED = -15,    /* shut down or cancelled */
 	ES_ETOOLARGE = -16,    /* over a configured limit */
+	ES_ESTALE = -17,       /* a compiled form built for another engine,
+				* CPU, option set or source */
 };
 
 #define ES_ERROR_MSG_MAX 512
@@ -169,6 +171,62 @@ int es_model_output_index(const es_model *m, const char *name);
 size_t es_model_num_nodes(const es_model *m);
 /* Highest opset imported for the default ONNX domain. */
 int64_t es_model_opset(const es_model *m);
+
+/* ---- compiled form ------------------------------------------------------ */
+/*
+ * A model's compiled form is what loading produced: the validated and
+ * optimized graph with every constant (folded ones included). Loading it
+ * back skips decoding and optimizing the ONNX file; constant data is used
+ * in place from a read-only mapping of the compiled file, so the file must
+ * not be modified while a model loaded from it lives (replace it by
+ * renaming a new file over it instead).
+ *
+ * The file starts with a header holding the format version, the engine
+ * version, the CPU features the compiled form depends on, the model
+ * options it was built with and a 32-byte key chosen by the caller (the
+ * server stores the SHA-256 of the version's files there). A checksum
+ * covers everything after the header. docs/engine.md describes the layout.
+ */
+#define ES_COMPILED_KEY_BYTES 32
+
+/* The engine version, ES_ENGINE_VERSION. */
+const char *es_engine_version(void);
+/* The CPU facts a compiled form depends on, as one line, e.g.
+ * "x86_64 avx2 fma avx512f avx512bw avx512vl avx512_vnni; onednn isa
+ * avx512_core_vnni". The same for the life of the process. */
+const char *es_engine_cpu_features(void);
+
+/* Versions of the runtime libraries the engine uses, as they report them
+ * at run time (not the headers it was built with). */
+typedef struct es_runtime_versions {
+	int onednn[3];        /* major, minor, patch */
+	char onednn_str[32];  /* "2.6.3" */
+	char openblas_str[32];/* "0.3.21", or "" when it does not say */
+	int openblas[3];      /* zeros when unknown */
+	char openblas_core[32]; /* the kernel family it chose, e.g. "Haswell" */
+} es_runtime_versions;
+void es_engine_runtime_versions(es_runtime_versions *out);
+
+/*
+ * Writes m's compiled form to fd (a regular file open for writing,
+ * positioned at 0). key is stored in the header. Writes everything or
+ * fails with ES_EIO naming the errno (ENOSPC: "No space left on device");
+ * it neither fsyncs nor closes fd.
+ */
+int es_model_save_compiled(const es_model *m, int fd,
+			   const uint8_t key[ES_COMPILED_KEY_BYTES],
+			   es_error *err);
+/*
+ * Loads a compiled form written by es_model_save_compiled. opts must be the
+ * options the file was built with (NULL = defaults). Fails with
+ * ES_ESTALE when the header names another format version, engine version,
+ * CPU features, options or key; ES_EPARSE when the file is truncated,
+ * fails its checksum or is malformed (the message says which); ES_EIO
+ * when it cannot be read. Never crashes on any file content.
+ */
+int es_model_load_compiled(const char *path, const es_model_options *opts,
+			   const uint8_t key[ES_COMPILED_KEY_BYTES],
+			   es_model **out, es_error *err);
 
 /* ---- sessions ---------------------------------------------------------- */
 typedef struct es_session_options {

@@ -570,7 +570,7 @@ static void test_socketpair_exchange(void **state)
 	es_http_url url;
 	es_error err = {0};
 	assert_int_equal(es_http_url_parse("http://example.test:8000/pre", &url, &err), 0);
-	es_http_client *c;
+	es_http_client *c = NULL;
 	assert_int_equal(es_http_client_create(&url, 2000, 0, &c, &err), 0);
 	es_http_client_adopt_fd(c, sv[0]);
 	es_http_response *r = new_response();
@@ -617,7 +617,7 @@ static void test_socketpair_truncated_and_timeout(void **state)
 	(void)state;
 	es_http_url url;
 	es_error err = {0};
-	es_http_client *c;
+	es_http_client *c = NULL;
 	es_http_response *r = new_response();
 	es_http_request get = {.method = "GET", .path = "/x",
 			       .inference_header_length = -1};
@@ -688,7 +688,7 @@ static void test_listen_reconnect(void **state)
 	snprintf(text, sizeof(text), "http://127.0.0.1:%s", port);
 	es_http_url url;
 	es_error err = {0};
-	es_http_client *c;
+	es_http_client *c = NULL;
 	es_http_response *r = new_response();
 	es_http_request get = {.method = "GET", .path = "/v2/health/ready",
 			       .inference_header_length = -1};
