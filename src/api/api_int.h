@@ -1,8 +1,9 @@
 /*
  * Private to src/api: the HTTP server state, the per-request context and
  * the helpers shared by http.c (libmicrohttpd glue, replies, metrics, the
- * access log), routes.c (URL routing and the small GET endpoints) and
- * infer.c (KServe v2 infer and TF-Serving predict).
+ * access log, the reload thread), routes.c (URL routing, the small GET
+ * endpoints and the lifecycle endpoints) and infer.c (KServe v2 infer and
+ * TF-Serving predict).
  *
  * Life of one request (one api_ctx):
  *   1. first access-handler call (headers only): the context is created,
@@ -19,10 +20,19 @@
  *   5. microhttpd calls the handler again; the prepared reply is queued
  *      (reply_send: headers, metrics, access log).
  *   6. request-completed notification: the context is freed.
+ *
+ * Lifecycle requests (POST /v1/config/reload, POST /v1/admin/models/m/
+ * rollback) drop their body, if any. A rollback is a table swap under a
+ * short lock and is answered at step 3 on the network thread. A reload may
+ * load models for seconds, which no network thread may wait for: at step 3
+ * its context is queued for the reload thread (http.c) instead of a
+ * device; that thread runs one reload at a time, in arrival order, and
+ * step 4 happens there.
  */
 #ifndef ES_API_API_INT_H
 #define ES_API_API_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +50,7 @@
 #define API_NAME_MAX 128     /* longest model name accepted in a URL */
 #define API_PATH_LOG_MAX 256 /* longest path kept for the access log */
 #define API_ID_MAX 128       /* longest request id kept (longer ids are cut) */
+#define API_REMOTE_MAX 64    /* "ip:port" or "[ipv6]:port" of the client */
 
 /* ---- routing ------------------------------------------------------------- */
 
@@ -55,6 +66,8 @@ typedef enum api_route_kind {
 	R_TFS_METADATA, /* GET /v1/models/m[/versions/v]/metadata */
 	R_TFS_PREDICT,  /* POST /v1/models/m[/versions/v]:predict */
 	R_CONFIG,       /* GET /v1/config */
+	R_CONFIG_RELOAD, /* POST /v1/config/reload */
+	R_MODEL_ROLLBACK, /* POST /v1/admin/models/m/rollback */
 	R_METRICS,      /* GET /metrics */
 	R_BAD,          /* the URL names something invalid: status + msg */
 } api_route_kind;
@@ -73,6 +86,12 @@ typedef struct api_route {
  * give R_NOT_FOUND, invalid names or versions R_BAD with a message. */
 void es_api_route_parse(const char *url, api_route *out);
 
+/* The lifecycle routes, logged as "admin" lines. */
+static inline bool es_api_route_is_admin(api_route_kind k)
+{
+	return k == R_CONFIG_RELOAD || k == R_MODEL_ROLLBACK;
+}
+
 /* Copies s into out (size cap) for use inside a message: at most 64
  * characters, non-printable bytes as '?', "..." when cut. */
 void es_api_sanitize(char *out, size_t cap, const char *s);
@@ -85,13 +104,17 @@ typedef enum api_kind {
 	API_TFS = 2,
 } api_kind;
 
-/* Metric children looked up once per model and api. */
+/* Metric children looked up once per model and api. One per servable,
+ * made on first use and kept in the servable's ext slot (es_servable_ext);
+ * the server frees it with the servable. */
 typedef struct api_model_stats {
 	const es_servable *model;
 	es_metric_child *duration[3]; /* indexed by api_kind */
 	es_metric_child *parse[3];
 	es_metric_child *encode[3];
 } api_model_stats;
+
+typedef struct api_ctx api_ctx;
 
 struct es_http {
 	const es_server_config *cfg;
@@ -110,8 +133,17 @@ struct es_http {
 	es_metric *m_parse;
 	es_metric *m_encode;
 	es_metric_child *inflight_gauge;
-	api_model_stats *stats; /* one per model, in es_server_model_at order */
-	size_t n_stats;
+	/* runtime library versions (es_engine_runtime_versions), for GET /v2 */
+	char onednn[32];
+	char openblas[32];
+	/* the reload thread: started on the first reload request, runs the
+	 * queued contexts one at a time; reload_mu guards the rest */
+	pthread_mutex_t reload_mu;
+	pthread_cond_t reload_cv;
+	api_ctx *reload_head, *reload_tail;
+	bool reload_started;
+	bool reload_stop;
+	pthread_t reload_thread;
 };
 
 /* ---- one request --------------------------------------------------------- */
@@ -123,7 +155,7 @@ typedef enum api_phase {
 	PH_SENT,          /* reply queued to microhttpd */
 } api_phase;
 
-typedef struct api_ctx {
+struct api_ctx {
 	es_http *h;
 	struct MHD_Connection *conn;
 	uint64_t t_recv_ns;       /* headers received (es_now_ns) */
@@ -135,6 +167,7 @@ typedef struct api_ctx {
 	api_model_stats *stats;   /* NULL when not a known model */
 	char id[API_ID_MAX + 1];  /* request id (KServe id, X-Request-Id or ours) */
 	bool id_cut;              /* id is a cut-down copy: not echoed as a header */
+	bool want_body;           /* the body is kept (inference); else dropped */
 
 	/* body: body = body_mem + body_pad, placed so that the binary part
 	 * (at Inference-Header-Content-Length) starts 64-byte aligned */
@@ -166,6 +199,14 @@ typedef struct api_ctx {
 	uint64_t parse_ns;
 	uint64_t encode_ns;
 
+	/* lifecycle requests */
+	char remote[API_REMOTE_MAX]; /* the client, "ip:port" ("" if unknown) */
+	api_ctx *reload_next;     /* reload thread queue */
+	bool reload_changed;      /* reload succeeded: something changed */
+	bool rolled_back;         /* rollback succeeded: from, to are set */
+	int64_t rollback_from;
+	int64_t rollback_to;
+
 	/* reply */
 	atomic_int phase;
 	int status;               /* HTTP status */
@@ -176,7 +217,7 @@ typedef struct api_ctx {
 	bool resp_binary;
 	const char *allow;        /* 405: the Allow header */
 	char errmsg[ES_ERROR_MSG_MAX]; /* error replies: the message, for the log */
-} api_ctx;
+};
 
 /* ---- replies (http.c) ---------------------------------------------------- */
 
@@ -192,10 +233,24 @@ void es_api_fail(api_ctx *c, int code, const char *msg);
 /* HTTP status for an ES_E* code (400/404/413/503/504/500). */
 int es_api_status_of(int code);
 
+/* ---- per-model metric children (http.c) ---------------------------------- */
+
+/* m's request metric children, made on first use (NULL when metrics are
+ * disabled or memory ran out). Safe from any thread. */
+api_model_stats *es_api_model_stats(es_http *h, es_servable *m);
+/* Makes them for every model served now (at start and after a reload), so
+ * that their series exist before the first request. */
+void es_api_model_stats_all(es_http *h);
+
 /* ---- endpoints ----------------------------------------------------------- */
 
 /* routes.c: the GET endpoints; prepare a reply. */
 void es_api_handle_get(api_ctx *c);
+/* routes.c: POST /v1/admin/models/m/rollback; prepares a reply. */
+void es_api_handle_rollback(api_ctx *c);
+/* routes.c: POST /v1/config/reload; prepares a reply. Runs on the reload
+ * thread: takes as long as the loads it causes. */
+void es_api_handle_reload(api_ctx *c);
 /* Resolves ctx->route.model to ctx->model (and stats); prepares a 404 and
  * returns false when the model does not exist. */
 bool es_api_resolve_model(api_ctx *c);
@@ -207,5 +262,11 @@ bool es_api_resolve_model(api_ctx *c);
 bool es_api_infer_start(api_ctx *c);
 /* Releases what infer.c holds in ctx. */
 void es_api_infer_cleanup(api_ctx *c);
+
+/* http.c: with the whole reload request received, either prepares an error
+ * reply (shutting down) and returns false, or suspends the connection,
+ * queues the context for the reload thread and returns true: the reply
+ * then comes from that thread, and the caller must not touch ctx any more. */
+bool es_api_reload_start(api_ctx *c);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * libmicrohttpd glue: the daemon (epoll thread pool, suspend/resume), the
  * per-request context, body accumulation under the size limit, replies
- * with their headers, request metrics and the JSON-lines access log.
+ * with their headers, request metrics, the JSON-lines access log and the
+ * lifecycle thread that runs reloads and rollbacks off the network threads.
  *
  * The request life cycle is described in api_int.h.
  */
@@ -9,6 +10,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +43,7 @@
 static const char *const req_labels[] = {"model", "version", "api",
 					  "status_class", "reason", NULL};
 static const char *const model_api_labels[] = {"model", "api", NULL};
-static const char *const version_labels[] = {"version", NULL};
+static const char *const build_labels[] = {"version", "onednn", "openblas", NULL};
 static const char *const api_names[] = {"", "kserve", "tfs"};
 
 /* ---- status mapping ------------------------------------------------------ */
@@ -96,6 +98,8 @@ static const char *reason_of(int status, int code)
 	switch (status) {
 	case 404:
 		return "not_found";
+	case 409:
+		return "conflict";
 	case 413:
 		return "too_large";
 	case 503:
@@ -236,6 +240,36 @@ static void record_request(api_ctx *c, uint64_t now)
 	es_log_end(&lr);
 }
 
+/* The "admin" line of a lifecycle request (docs/lifecycle.md): what was
+ * asked, by whom, and the outcome. */
+static void log_admin(const api_ctx *c, uint64_t total_ns)
+{
+	es_logrec lr;
+	/* 503 (shutting down) is routine; an internal failure is not */
+	es_log_level level = c->status >= 500 && c->status != 503 ? ES_LOG_WARN
+								    : ES_LOG_INFO;
+
+	if (!es_log_begin(&lr, level, "admin"))
+		return;
+	es_log_str(&lr, "action", c->route.kind == R_CONFIG_RELOAD ? "reload" : "rollback");
+	if (c->route.has_model)
+		es_log_str(&lr, "model", c->route.model);
+	es_log_str(&lr, "remote", c->remote);
+	es_log_str(&lr, "method", c->method);
+	es_log_int(&lr, "status", c->status);
+	if (c->route.kind == R_CONFIG_RELOAD && c->status < 300)
+		es_log_bool(&lr, "changed", c->reload_changed);
+	if (c->rolled_back) {
+		es_log_int(&lr, "from", c->rollback_from);
+		es_log_int(&lr, "to", c->rollback_to);
+	}
+	if (c->status >= 400)
+		es_log_str(&lr, "error", c->errmsg);
+	es_log_str(&lr, "id", c->id);
+	es_log_f64(&lr, "total_s", secs(total_ns));
+	es_log_end(&lr);
+}
+
 /* A request id is safe in a header when it is printable ASCII. */
 static bool id_header_safe(const char *id)
 {
@@ -254,8 +288,11 @@ static enum MHD_Result send_reply(api_ctx *c)
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	char num[32];
+	uint64_t now = es_now_ns();
 
-	record_request(c, es_now_ns());
+	record_request(c, now);
+	if (es_api_route_is_admin(c->route.kind))
+		log_admin(c, now - c->t_recv_ns);
 	if (c->resp.len > 0 && !c->resp.failed) {
 		size_t len;
 		char *data = es_buf_steal(&c->resp, &len);
@@ -304,6 +341,35 @@ static void set_request_id(api_ctx *c)
 	}
 	uint64_t n = atomic_fetch_add(&h->next_id, 1);
 	snprintf(c->id, sizeof(c->id), "%08" PRIx32 "%08" PRIx64, h->id_prefix, n);
+}
+
+/* The client's address as "ip:port" ("[ip]:port" for IPv6), for the
+ * lifecycle log lines; "" when microhttpd does not say. */
+static void set_remote(api_ctx *c)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	socklen_t len;
+
+	c->remote[0] = '\0';
+	if (!ci || !ci->client_addr)
+		return;
+	switch (ci->client_addr->sa_family) {
+	case AF_INET:
+		len = sizeof(struct sockaddr_in);
+		break;
+	case AF_INET6:
+		len = sizeof(struct sockaddr_in6);
+		break;
+	default:
+		return;
+	}
+	if (getnameinfo(ci->client_addr, len, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		return;
+	snprintf(c->remote, sizeof(c->remote),
+		 ci->client_addr->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
 /* The path for logs and messages: printable ASCII, cut to fit. */
@@ -407,6 +473,8 @@ static void first_call(api_ctx *c, const char *url)
 	c->has_length = cl && parse_size(cl, &c->content_length);
 
 	es_api_route_parse(url, r);
+	if (es_api_route_is_admin(r->kind))
+		set_remote(c); /* for the "admin" line, whatever the outcome */
 	if (r->kind == R_MODEL_INFER)
 		c->api = API_KSERVE;
 	else if (r->kind == R_TFS_PREDICT)
@@ -438,8 +506,20 @@ static void first_call(api_ctx *c, const char *url)
 		es_api_handle_get(c);
 		return;
 	}
+	if (es_api_route_is_admin(r->kind)) {
+		/* Lifecycle: no body is wanted (one sent is dropped); the work
+		 * starts once the request is complete. */
+		if (atomic_load(&h->draining)) {
+			es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+			return;
+		}
+		if (r->has_model)
+			es_api_resolve_model(c); /* unknown: 404 before the body */
+		return;
+	}
 
 	/* Inference: unknown models are refused before the body is read. */
+	c->want_body = true;
 	if (!es_api_resolve_model(c))
 		return;
 	uint64_t len, json_len;
@@ -556,7 +636,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		size_t n = *upload_data_size;
 		*upload_data_size = 0;
 		c->received += n;
-		if (atomic_load(&c->phase) == PH_RECEIVING && !c->too_large) {
+		if (atomic_load(&c->phase) == PH_RECEIVING && c->want_body &&
+		    !c->too_large) {
 			if (!accept_body(c, upload_data, n)) {
 				es_log_msg(ES_LOG_WARN, "http_error",
 					   "request %s: out of memory for a body of %" PRIu64 " bytes: connection closed",
@@ -583,7 +664,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 					   c->route.model, h->cfg->max_request_bytes);
 			return send_reply(c);
 		}
-		if (es_api_infer_start(c))
+		if (c->route.kind == R_MODEL_ROLLBACK) {
+			es_api_handle_rollback(c);
+			return send_reply(c);
+		}
+		if (c->route.kind == R_CONFIG_RELOAD ? es_api_reload_start(c)
+						     : es_api_infer_start(c))
 			return MHD_YES; /* suspended: c belongs to the worker now */
 		return send_reply(c);
 	case PH_READY:
@@ -682,6 +768,122 @@ static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 	return (size_t)(out - s);
 }
 
+/* ---- the reload thread --------------------------------------------------- */
+
+/*
+ * Reloads run here, one at a time in arrival order: a reload loads models
+ * for as long as that takes, which no network thread may wait for, and
+ * reloads are serialised inside the serving core anyway. The connection
+ * stays suspended meanwhile; like a device worker, this thread prepares
+ * the reply and resumes the connection as its last touch of the context.
+ * The thread starts with the first reload request and ends at
+ * es_http_stop.
+ */
+static void *reload_main(void *arg)
+{
+	es_http *h = arg;
+
+	pthread_mutex_lock(&h->reload_mu);
+	for (;;) {
+		while (!h->reload_head && !h->reload_stop)
+			pthread_cond_wait(&h->reload_cv, &h->reload_mu);
+		api_ctx *c = h->reload_head;
+		if (!c)
+			break; /* stopping, nothing left */
+		h->reload_head = c->reload_next;
+		if (!h->reload_head)
+			h->reload_tail = NULL;
+		c->reload_next = NULL;
+		bool stopping = h->reload_stop;
+		pthread_mutex_unlock(&h->reload_mu);
+
+		struct MHD_Connection *conn = c->conn;
+		if (stopping || atomic_load(&h->draining))
+			es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+		else
+			es_api_handle_reload(c);
+		MHD_resume_connection(conn); /* c may be freed from here on */
+
+		pthread_mutex_lock(&h->reload_mu);
+	}
+	pthread_mutex_unlock(&h->reload_mu);
+	return NULL;
+}
+
+bool es_api_reload_start(api_ctx *c)
+{
+	es_http *h = c->h;
+	bool queued = false;
+
+	if (atomic_load(&h->draining)) {
+		es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+		return false;
+	}
+	/* suspended before it is queued: the thread may resume it at once */
+	atomic_store(&c->phase, PH_WAITING);
+	MHD_suspend_connection(c->conn);
+	pthread_mutex_lock(&h->reload_mu);
+	if (!h->reload_stop && !h->reload_started &&
+	    pthread_create(&h->reload_thread, NULL, reload_main, h) == 0)
+		h->reload_started = true;
+	if (!h->reload_stop && h->reload_started) {
+		if (h->reload_tail)
+			h->reload_tail->reload_next = c;
+		else
+			h->reload_head = c;
+		h->reload_tail = c;
+		pthread_cond_signal(&h->reload_cv);
+		queued = true;
+	}
+	bool stopping = h->reload_stop;
+	pthread_mutex_unlock(&h->reload_mu);
+	if (!queued) {
+		if (stopping)
+			es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+		else
+			es_api_reply_error(c, 503, ES_ENOMEM,
+					   "cannot start the reload thread; try again");
+		MHD_resume_connection(c->conn);
+	}
+	return true;
+}
+
+/* Answers every queued (not yet running) reload 503: the server is going
+ * away. Safe from any thread. */
+static void reload_cancel_queued(es_http *h)
+{
+	api_ctx *c;
+
+	pthread_mutex_lock(&h->reload_mu);
+	c = h->reload_head;
+	h->reload_head = h->reload_tail = NULL;
+	pthread_mutex_unlock(&h->reload_mu);
+	while (c) {
+		api_ctx *next = c->reload_next;
+		struct MHD_Connection *conn = c->conn;
+
+		c->reload_next = NULL;
+		es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+		MHD_resume_connection(conn); /* c may be freed from here on */
+		c = next;
+	}
+}
+
+/* Stops the reload thread: what is queued is answered 503; a running
+ * reload finishes first (it cannot be interrupted). */
+static void reload_thread_stop(es_http *h)
+{
+	bool started;
+
+	pthread_mutex_lock(&h->reload_mu);
+	h->reload_stop = true;
+	started = h->reload_started;
+	pthread_cond_broadcast(&h->reload_cv);
+	pthread_mutex_unlock(&h->reload_mu);
+	if (started)
+		pthread_join(h->reload_thread, NULL);
+}
+
 /* ---- daemon -------------------------------------------------------------- */
 
 static int open_listen_socket(const char *addr, int port, int *fd_out,
@@ -728,11 +930,48 @@ out_free:
 	return rc;
 }
 
+api_model_stats *es_api_model_stats(es_http *h, es_servable *m)
+{
+	api_model_stats *st, *kept;
+
+	if (!h->metrics || !m)
+		return NULL;
+	st = es_servable_ext(m, NULL); /* a read: the slot is set only once */
+	if (st)
+		return st;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->model = m;
+	for (int a = API_KSERVE; a <= API_TFS; a++) {
+		const char *lv[] = {es_servable_name(m), api_names[a], NULL};
+		st->duration[a] = es_metric_get(h->m_duration, lv);
+		st->parse[a] = es_metric_get(h->m_parse, lv);
+		st->encode[a] = es_metric_get(h->m_encode, lv);
+	}
+	/* two threads may race to make them: the first one set wins (the
+	 * children are the same, the registry hands out one per label set) */
+	kept = es_servable_ext(m, st);
+	if (kept != st)
+		free(st);
+	return kept;
+}
+
+void es_api_model_stats_all(es_http *h)
+{
+	const es_model_list *models;
+
+	if (!h->metrics)
+		return;
+	models = es_server_models(h->srv);
+	for (size_t i = 0; i < models->n; i++)
+		es_api_model_stats(h, models->m[i]);
+}
+
 static int register_metrics(es_http *h, es_error *err)
 {
 	es_metrics *m = h->metrics;
 	es_metric *inflight, *build;
-	size_t n = es_server_num_models(h->srv);
 
 	h->m_requests = es_metrics_counter(m, "edgeserve_requests_total",
 		"Inference requests (KServe v2 infer, TF-Serving predict) by model, version, api, status class and reason.",
@@ -749,29 +988,17 @@ static int register_metrics(es_http *h, es_error *err)
 	inflight = es_metrics_gauge(m, "edgeserve_http_inflight_requests",
 		"HTTP requests received and not yet answered.", NULL);
 	build = es_metrics_gauge(m, "edgeserve_build_info",
-		"Build information; the value is always 1.", version_labels);
+		"Build information: the edgeserve version and the versions of the oneDNN and OpenBLAS libraries loaded; the value is always 1.",
+		build_labels);
 	if (!h->m_requests || !h->m_duration || !h->m_parse || !h->m_encode ||
 	    !inflight || !build)
 		return es_error_set(err, ES_EINTERNAL,
 				    "cannot register the HTTP metric families");
 	h->inflight_gauge = es_metric_get(inflight, NULL);
-	const char *bv[] = {ES_ENGINE_VERSION, NULL};
+	const char *bv[] = {ES_ENGINE_VERSION, h->onednn, h->openblas, NULL};
 	es_gauge_set(es_metric_get(build, bv), 1);
 
-	h->stats = calloc(n ? n : 1, sizeof(*h->stats));
-	if (!h->stats)
-		return es_error_set(err, ES_ENOMEM, "out of memory");
-	h->n_stats = n;
-	for (size_t i = 0; i < n; i++) {
-		api_model_stats *st = &h->stats[i];
-		st->model = es_server_model_at(h->srv, i);
-		for (int a = API_KSERVE; a <= API_TFS; a++) {
-			const char *lv[] = {es_servable_name(st->model), api_names[a], NULL};
-			st->duration[a] = es_metric_get(h->m_duration, lv);
-			st->parse[a] = es_metric_get(h->m_parse, lv);
-			st->encode[a] = es_metric_get(h->m_encode, lv);
-		}
-	}
+	es_api_model_stats_all(h);
 	return 0;
 }
 
@@ -802,6 +1029,21 @@ int es_http_start(const es_server_config *cfg, es_server *srv,
 	if (getrandom(&h->id_prefix, sizeof(h->id_prefix), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(h->id_prefix))
 		h->id_prefix = (uint32_t)(es_wall_ns() ^ (uint64_t)getpid());
+	es_runtime_versions rv;
+	es_engine_runtime_versions(&rv);
+	snprintf(h->onednn, sizeof(h->onednn), "%s", rv.onednn_str);
+	snprintf(h->openblas, sizeof(h->openblas), "%s", rv.openblas_str);
+	if (pthread_mutex_init(&h->reload_mu, NULL) != 0) {
+		free(h);
+		return es_error_set(err, ES_ENOMEM, "cannot create a mutex");
+	}
+	if (pthread_cond_init(&h->reload_cv, NULL) != 0) {
+		pthread_mutex_destroy(&h->reload_mu);
+		free(h);
+		return es_error_set(err, ES_ENOMEM, "cannot create a condition variable");
+	}
+	/* per-model api stats live in the servables' ext slots */
+	es_server_set_ext_free(srv, free);
 
 	if (metrics) {
 		rc = register_metrics(h, err);
@@ -848,7 +1090,8 @@ int es_http_start(const es_server_config *cfg, es_server *srv,
 	*out = h;
 	return 0;
 out_free:
-	free(h->stats);
+	pthread_cond_destroy(&h->reload_cv);
+	pthread_mutex_destroy(&h->reload_mu);
 	free(h);
 	return rc;
 }
@@ -861,6 +1104,9 @@ int es_http_port(const es_http *h)
 void es_http_begin_shutdown(es_http *h)
 {
 	atomic_store(&h->draining, true);
+	/* a reload that has not started will not: answer it now rather than
+	 * after the one running */
+	reload_cancel_queued(h);
 }
 
 void es_http_quiesce(es_http *h)
@@ -899,9 +1145,12 @@ void es_http_stop(es_http *h)
 {
 	if (!h)
 		return;
+	/* before the daemon goes: the thread resumes connections */
+	reload_thread_stop(h);
 	MHD_stop_daemon(h->daemon);
 	if (h->quiesced_fd != MHD_INVALID_SOCKET)
 		close(h->quiesced_fd);
-	free(h->stats);
+	pthread_cond_destroy(&h->reload_cv);
+	pthread_mutex_destroy(&h->reload_mu);
 	free(h);
 }

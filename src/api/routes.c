@@ -1,10 +1,14 @@
 /*
- * URL routing and the read-only endpoints: health, server and model
- * metadata (KServe v2 and TF-Serving), model readiness, the OVMS config
- * view and the Prometheus exposition.
+ * URL routing and the endpoints that are not inference: health, server and
+ * model metadata (KServe v2 and TF-Serving), model readiness, the OVMS
+ * config view, the Prometheus exposition, and the lifecycle endpoints
+ * (configuration reload, which runs on the reload thread, and rollback; see
+ * api_int.h).
  *
  * Model names and versions from a URL are validated before any lookup, so
  * nothing a client writes in a path reaches the repository as a file name.
+ * The model list can change while the server runs (a reload): endpoints
+ * that walk it use one es_server_models snapshot.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -196,6 +200,17 @@ static void route_v2(api_route *r, const segment *s, size_t n)
 	}
 }
 
+/* /v1/admin/models/{m}/rollback */
+static void route_admin(api_route *r, const segment *s, size_t n)
+{
+	if (n != 5 || !seg_is(&s[2], "models") || !seg_is(&s[4], "rollback"))
+		return;
+	if (!route_model(r, &s[3]))
+		return;
+	r->kind = R_MODEL_ROLLBACK;
+	r->post = true;
+}
+
 /* /v1/... (TF-Serving and OVMS) */
 static void route_v1(api_route *r, segment *s, size_t n)
 {
@@ -203,6 +218,15 @@ static void route_v1(api_route *r, segment *s, size_t n)
 
 	if (n == 2 && seg_is(&s[1], "config")) {
 		r->kind = R_CONFIG;
+		return;
+	}
+	if (n == 3 && seg_is(&s[1], "config") && seg_is(&s[2], "reload")) {
+		r->kind = R_CONFIG_RELOAD;
+		r->post = true;
+		return;
+	}
+	if (n >= 2 && seg_is(&s[1], "admin")) {
+		route_admin(r, s, n);
 		return;
 	}
 	if (n < 3 || !seg_is(&s[1], "models"))
@@ -285,12 +309,7 @@ bool es_api_resolve_model(api_ctx *c)
 				   c->route.model);
 		return false;
 	}
-	for (size_t i = 0; i < h->n_stats; i++) {
-		if (h->stats[i].model == c->model) {
-			c->stats = &h->stats[i];
-			break;
-		}
-	}
+	c->stats = es_api_model_stats(h, c->model);
 	return true;
 }
 
@@ -324,12 +343,21 @@ static void put_str(es_buf *b, const char *s)
 	es_buf_json_str(b, s, strlen(s));
 }
 
-/* One TF-Serving ModelVersionStatus. FAILED has no TF-Serving state: it
- * shows as END with error_code UNKNOWN and the reason. */
-static void put_version_status(es_buf *b, const es_version_status *st)
+/* Who reads a version status list: TF-Serving's enum has no FAILED. */
+typedef enum status_dialect {
+	DIALECT_TFS,  /* GET /v1/models/m: FAILED shows as END */
+	DIALECT_OVMS, /* GET /v1/config: FAILED as it is */
+} status_dialect;
+
+/* One ModelVersionStatus. A FAILED version carries error_code UNKNOWN and
+ * its reason; TF-Serving has no FAILED state, so there it shows as END (as
+ * OVMS does on that endpoint). */
+static void put_version_status(es_buf *b, const es_version_status *st,
+			       status_dialect dialect)
 {
 	bool failed = st->state == ES_VS_FAILED;
-	const char *state = failed ? "END" : es_version_state_name(st->state);
+	const char *state = failed && dialect == DIALECT_TFS
+				    ? "END" : es_version_state_name(st->state);
 
 	es_buf_printf(b, "{\"version\":\"%" PRId64 "\",\"state\":\"%s\","
 		      "\"status\":{\"error_code\":\"%s\",\"error_message\":",
@@ -339,7 +367,8 @@ static void put_version_status(es_buf *b, const es_version_status *st)
 }
 
 static void put_model_status_list(es_buf *b, const es_version_status *st,
-				  size_t n, int64_t only_version)
+				  size_t n, int64_t only_version,
+				  status_dialect dialect)
 {
 	bool first = true;
 
@@ -350,7 +379,7 @@ static void put_model_status_list(es_buf *b, const es_version_status *st,
 		if (!first)
 			es_buf_putc(b, ',');
 		first = false;
-		put_version_status(b, &st[i]);
+		put_version_status(b, &st[i], dialect);
 	}
 	es_buf_puts(b, "]}");
 }
@@ -390,9 +419,9 @@ static void handle_ready(api_ctx *c)
 		return;
 	}
 	if (!es_server_ready(h->srv)) {
-		size_t n = es_server_num_models(h->srv);
-		for (size_t i = 0; i < n; i++) {
-			es_servable *m = es_server_model_at(h->srv, i);
+		const es_model_list *models = es_server_models(h->srv);
+		for (size_t i = 0; i < models->n; i++) {
+			es_servable *m = models->m[i];
 			if (!es_servable_ready(m, 0)) {
 				es_api_reply_error(c, 503, ES_EUNAVAILABLE,
 						   "not ready: model '%s' has no available version",
@@ -411,7 +440,12 @@ static void handle_server_meta(api_ctx *c)
 	es_buf b = ES_BUF_INIT;
 
 	es_buf_puts(&b, "{\"name\":\"edgeserve\",\"version\":\"" ES_ENGINE_VERSION
-			"\",\"extensions\":[\"binary_tensor_data\"]}");
+			"\",\"extensions\":[\"binary_tensor_data\"],"
+			"\"runtime\":{\"onednn\":");
+	put_str(&b, c->h->onednn);
+	es_buf_puts(&b, ",\"openblas\":");
+	put_str(&b, c->h->openblas);
+	es_buf_puts(&b, "}}");
 	reply_json(c, 200, &b);
 }
 
@@ -536,7 +570,7 @@ static void handle_tfs_status(api_ctx *c)
 	if (c->route.version && !find_version(c, &one))
 		return;
 	st = model_statuses(c->model, &n);
-	put_model_status_list(&b, st, n, c->route.version);
+	put_model_status_list(&b, st, n, c->route.version, DIALECT_TFS);
 	free(st);
 	reply_json(c, 200, &b);
 }
@@ -612,15 +646,16 @@ static void handle_tfs_metadata(api_ctx *c)
 
 /* ---- OVMS config and metrics ------------------------------------------------ */
 
-static void handle_config(api_ctx *c)
+/* The GET /v1/config body (OVMS shape) as a reply with the given status:
+ * every model served now, every version with its state. */
+static void reply_config(api_ctx *c, int status)
 {
-	es_server *srv = c->h->srv;
-	size_t n_models = es_server_num_models(srv);
+	const es_model_list *models = es_server_models(c->h->srv);
 	es_buf b = ES_BUF_INIT;
 
 	es_buf_putc(&b, '{');
-	for (size_t i = 0; i < n_models; i++) {
-		es_servable *m = es_server_model_at(srv, i);
+	for (size_t i = 0; i < models->n; i++) {
+		es_servable *m = models->m[i];
 		size_t n;
 		es_version_status *st = model_statuses(m, &n);
 
@@ -628,11 +663,16 @@ static void handle_config(api_ctx *c)
 			es_buf_putc(&b, ',');
 		put_str(&b, es_servable_name(m));
 		es_buf_putc(&b, ':');
-		put_model_status_list(&b, st, n, 0);
+		put_model_status_list(&b, st, n, 0, DIALECT_OVMS);
 		free(st);
 	}
 	es_buf_putc(&b, '}');
-	reply_json(c, 200, &b);
+	reply_json(c, status, &b);
+}
+
+static void handle_config(api_ctx *c)
+{
+	reply_config(c, 200);
 }
 
 static void handle_metrics(api_ctx *c)
@@ -650,6 +690,83 @@ static void handle_metrics(api_ctx *c)
 		return;
 	}
 	es_api_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+/* HTTP status of a failed reload: the configuration is the problem (400)
+ * unless the server is shutting down or out of resources. */
+static int reload_status_of(int code)
+{
+	switch (code) {
+	case ES_ECANCELED:
+	case ES_EUNAVAILABLE:
+	case ES_EBUSY:
+	case ES_ENOMEM:
+		return 503;
+	case ES_EINTERNAL:
+		return 500;
+	default:
+		return 400;
+	}
+}
+
+/* POST /v1/config/reload: 200 nothing changed, 201 something did (both with
+ * the GET /v1/config body), 400 a bad configuration (nothing applied). */
+void es_api_handle_reload(api_ctx *c)
+{
+	es_http *h = c->h;
+	es_actor who = {"api", c->remote[0] ? c->remote : NULL};
+	es_error err = {0};
+	bool changed = false;
+	int rc = es_server_reload(h->srv, &who, &changed, &err);
+
+	if (rc) {
+		es_api_reply_error(c, reload_status_of(rc), rc, "%s",
+				   err.msg[0] ? err.msg : es_strerror(rc));
+		return;
+	}
+	c->reload_changed = changed;
+	if (changed)
+		es_api_model_stats_all(h); /* series for models just added */
+	reply_config(c, changed ? 201 : 200);
+}
+
+/* POST /v1/admin/models/{m}/rollback: 200 {"model","from","to"}; 409 when
+ * no previous version is loaded; 404 unknown model. The serving core holds
+ * the model's lifecycle lock only briefly (never during a load), so this
+ * runs on the network thread. */
+void es_api_handle_rollback(api_ctx *c)
+{
+	es_actor who = {"api", c->remote[0] ? c->remote : NULL};
+	es_rollback_result res = {0, 0};
+	es_error err = {0};
+	es_buf b = ES_BUF_INIT;
+	int rc;
+
+	if (atomic_load(&c->h->draining)) {
+		es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
+		return;
+	}
+	if (!c->model && !es_api_resolve_model(c))
+		return;
+	rc = es_servable_rollback(c->model, &who, &res, &err);
+	if (rc == ES_EUNAVAILABLE) {
+		es_api_reply_error(c, 409, 0, "%s",
+				   err.msg[0] ? err.msg : "no previous version is loaded");
+		return;
+	}
+	if (rc) {
+		es_api_fail(c, rc, err.msg);
+		return;
+	}
+	c->rolled_back = true;
+	c->rollback_from = res.from;
+	c->rollback_to = res.to;
+	es_buf_puts(&b, "{\"model\":");
+	put_str(&b, es_servable_name(c->model));
+	es_buf_printf(&b, ",\"from\":%" PRId64 ",\"to\":%" PRId64 "}", res.from, res.to);
+	reply_json(c, 200, &b);
 }
 
 void es_api_handle_get(api_ctx *c)

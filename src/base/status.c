@@ -24,6 +24,7 @@ const char *es_strerror(int code)
 	case ES_ETIMEDOUT: return "deadline exceeded";
 	case ES_ECANCELED: return "cancelled";
 	case ES_ETOOLARGE: return "too large";
+	case ES_ESTALE: return "stale compiled form";
 	default: return "unknown error";
 	}
 }

@@ -10,7 +10,13 @@
  * each keep one keep-alive connection busy with back-to-back requests for
  * the duration (or their share of --requests), timing every request on the
  * monotonic clock. Per level it prints throughput, latency percentiles of
- * the successful requests, and the failures by HTTP status or kind.
+ * the successful requests, the failures by HTTP status or kind, and how
+ * many successful answers each model version gave (the response's
+ * "model_version", found by a scan of the JSON header, not a parse).
+ *
+ * SIGINT stops the run early: the workers finish the request they have in
+ * flight, the results so far are printed (the interrupted level included,
+ * marked so) and the exit status is 130. A second SIGINT kills at once.
  *
  * Setup failures (server unreachable, unknown model, rejected request) exit
  * with status 1 and a message naming what failed; a level with errors is a
@@ -20,7 +26,9 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +58,9 @@
 #define CONNECT_BACKOFF_NS 10000000u /* after a failed connect, 10 ms */
 #define MAX_STATUS 1000
 #define WORKER_STACK ((size_t)256 << 10)
+#define MAX_TALLY_VERSIONS 16 /* distinct model versions counted by name */
+#define VERSION_NAME_MAX 24   /* longest version string kept, NUL included */
+#define ES_CLI_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as shells report it */
 
 static const char bench_help[] =
 	"usage: edgeserve bench URL --model NAME [OPTIONS]\n"
@@ -92,13 +103,20 @@ static const char bench_help[] =
 	"\n"
 	"Per level: concurrency, requests (all that completed or failed), req/s\n"
 	"(successful responses per second), p50/p90/p95/p99/max latency in ms of\n"
-	"the successful requests (nearest rank), and errors: HTTP statuses other\n"
+	"the successful requests (nearest rank), errors: HTTP statuses other\n"
 	"than 2xx as STATUS:COUNT, 'conn' for connection failures, 'timeout' and\n"
-	"'proto' (malformed responses).\n"
+	"'proto' (malformed responses), '-' for none; and versions: successful\n"
+	"responses per answering model version (the response's \"model_version\")\n"
+	"as VERSION:COUNT, e.g. 1:5012 2:331 ('unknown' when a response names\n"
+	"none).\n"
+	"\n"
+	"Ctrl-C (SIGINT) stops early: requests in flight finish, the results so\n"
+	"far are printed, the interrupted level marked; a second Ctrl-C kills.\n"
 	"\n"
 	"Options taking a value also accept --option=VALUE.\n"
 	"Exit status: 0 the levels ran (even with errors); 1 setup failed (server\n"
-	"unreachable, unknown model, request rejected); 2 bad command line.\n";
+	"unreachable, unknown model, request rejected); 2 bad command line;\n"
+	"130 interrupted by SIGINT (the results so far were printed).\n";
 
 /* ---- options ----------------------------------------------------------- */
 
@@ -847,7 +865,169 @@ static int build_body(const bench_opts *o, const model_meta *m, es_buf *body,
 	return 0;
 }
 
+/* ---- answering versions ------------------------------------------------ */
+
+/*
+ * Successful responses per model version. A handful of versions answer in
+ * any real run (the default one, the next during a swap), so a small table
+ * searched linearly is enough; versions past its room are counted as
+ * "other" rather than dropped.
+ */
+typedef struct version_tally {
+	char name[MAX_TALLY_VERSIONS][VERSION_NAME_MAX];
+	uint64_t count[MAX_TALLY_VERSIONS];
+	size_t n;
+	uint64_t unknown; /* 2xx responses that name no version */
+	uint64_t other;   /* versions past the table's room, or too long */
+} version_tally;
+
+/* Adds count answers of version name (NULL: the response named none). */
+static void tally_add(version_tally *t, const char *name, uint64_t count)
+{
+	if (!name) {
+		t->unknown += count;
+		return;
+	}
+	for (size_t i = 0; i < t->n; i++)
+		if (strcmp(t->name[i], name) == 0) {
+			t->count[i] += count;
+			return;
+		}
+	if (t->n == MAX_TALLY_VERSIONS || strlen(name) >= VERSION_NAME_MAX) {
+		t->other += count;
+		return;
+	}
+	snprintf(t->name[t->n], VERSION_NAME_MAX, "%s", name);
+	t->count[t->n++] = count;
+}
+
+static void tally_merge(version_tally *into, const version_tally *from)
+{
+	for (size_t i = 0; i < from->n; i++)
+		tally_add(into, from->name[i], from->count[i]);
+	into->unknown += from->unknown;
+	into->other += from->other;
+}
+
+/* Order of the output: numbers by value, then other names by strcmp. */
+static int cmp_version_name(const char *a, const char *b)
+{
+	char *ea, *eb;
+	errno = 0;
+	unsigned long long va = strtoull(a, &ea, 10);
+	unsigned long long vb = strtoull(b, &eb, 10);
+	bool na = *a && !*ea && !errno, nb = *b && !*eb && !errno;
+	if (na && nb)
+		return va < vb ? -1 : va > vb;
+	if (na != nb)
+		return na ? -1 : 1;
+	return strcmp(a, b);
+}
+
+/* Indices of t's versions in output order; returns how many. */
+static size_t tally_order(const version_tally *t, size_t *idx)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		size_t k = i;
+		while (k > 0 && cmp_version_name(t->name[idx[k - 1]], t->name[i]) > 0) {
+			idx[k] = idx[k - 1];
+			k--;
+		}
+		idx[k] = i;
+	}
+	return t->n;
+}
+
+/*
+ * Finds the "model_version" member of a KServe v2 response's JSON header
+ * (data, len: the JSON part only) and copies its value into out. A scan,
+ * not a parse: an answer's outputs can be megabytes of numbers, and the
+ * member comes first in every server we know. Accepts a string or a bare
+ * number; false when there is none or it is not a plain value that fits.
+ */
+static bool find_model_version(const char *data, size_t len, char *out,
+			       size_t size)
+{
+	static const char key[] = "\"model_version\"";
+	const size_t key_len = sizeof(key) - 1;
+	const char *p = data, *end = data + len;
+	while ((size_t)(end - p) >= key_len) {
+		const char *q = memchr(p, '"', (size_t)(end - p) - key_len + 1);
+		if (!q)
+			return false;
+		if (memcmp(q, key, key_len) != 0) {
+			p = q + 1;
+			continue;
+		}
+		p = q + key_len;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+			p++;
+		if (p == end || *p != ':')
+			continue; /* the text "model_version" used as a value */
+		p++;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+			p++;
+		bool quoted = p < end && *p == '"';
+		if (quoted)
+			p++;
+		size_t n = 0;
+		while (p + n < end && n + 1 < size) {
+			char c = p[n];
+			if (quoted ? c == '"' : !(c >= '0' && c <= '9'))
+				break;
+			if (quoted && (c == '\\' || (unsigned char)c < ' '))
+				return false;
+			n++;
+		}
+		if (n == 0 || p + n == end || (quoted && p[n] != '"'))
+			return false;
+		memcpy(out, p, n);
+		out[n] = '\0';
+		return true;
+	}
+	return false;
+}
+
+/* Counts one successful response by the version it names. */
+static void tally_response(version_tally *t, const es_http_response *r)
+{
+	char version[VERSION_NAME_MAX + 1];
+	size_t json_len = r->body.len;
+	if (r->inference_header_length >= 0 &&
+	    (uint64_t)r->inference_header_length < json_len)
+		json_len = (size_t)r->inference_header_length;
+	if (!r->body.data) {
+		tally_add(t, NULL, 1);
+		return;
+	}
+	if (find_model_version(r->body.data, json_len, version, sizeof(version)))
+		tally_add(t, version, 1);
+	else
+		tally_add(t, NULL, 1);
+}
+
 /* ---- load --------------------------------------------------------------- */
+
+/* Set by the SIGINT handler; workers stop sending when they see it. */
+static atomic_int bench_interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	atomic_store(&bench_interrupted, 1);
+}
+
+/* First SIGINT: stop gracefully; the handler resets itself (SA_RESETHAND),
+ * so a second one kills as usual. */
+static void install_sigint(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESETHAND;
+	sigaction(SIGINT, &sa, NULL);
+}
 
 typedef struct level_run {
 	const es_http_url *url;
@@ -874,6 +1054,7 @@ typedef struct worker {
 	uint64_t status_count[MAX_STATUS]; /* non-2xx statuses */
 	uint64_t conn_errors, timeouts, proto_errors;
 	uint64_t connects;
+	version_tally versions; /* of the 2xx responses */
 	uint64_t end_ns;
 	int setup_rc; /* ES_ENOMEM when the worker could not start */
 } worker;
@@ -934,6 +1115,8 @@ static void *worker_main(void *arg)
 		goto out;
 
 	for (;;) {
+		if (atomic_load(&bench_interrupted))
+			break;
 		if (run->deadline_ns) {
 			if (es_now_ns() >= run->deadline_ns)
 				break;
@@ -951,6 +1134,7 @@ static void *worker_main(void *arg)
 					w->setup_rc = ES_ENOMEM;
 					break;
 				}
+				tally_response(&w->versions, resp);
 			} else if (resp->status < MAX_STATUS) {
 				w->status_count[resp->status]++;
 			}
@@ -989,6 +1173,8 @@ typedef struct level_result {
 	uint64_t status_count[MAX_STATUS];
 	uint64_t conn_errors, timeouts, proto_errors;
 	uint64_t connects;
+	version_tally versions;
+	bool interrupted; /* SIGINT stopped this level early */
 } level_result;
 
 static int cmp_u64(const void *a, const void *b)
@@ -1029,6 +1215,12 @@ static int run_level(const bench_opts *o, const es_http_url *url,
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
+	/* SIGINT goes to this thread only (workers inherit the blocked mask):
+	 * a worker's poll is then never cut short by it. */
+	sigset_t sigint, old_mask;
+	sigemptyset(&sigint);
+	sigaddset(&sigint, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigint, &old_mask);
 	for (int i = 0; i < concurrency; i++) {
 		worker *w = &workers[i];
 		w->run = &run;
@@ -1044,6 +1236,7 @@ static int run_level(const bench_opts *o, const es_http_url *url,
 		}
 		started++;
 	}
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	pthread_attr_destroy(&attr);
 	pthread_mutex_lock(&run.lock);
 	while (run.ready < started)
@@ -1079,7 +1272,9 @@ static int run_level(const bench_opts *o, const es_http_url *url,
 		res->timeouts += w->timeouts;
 		res->proto_errors += w->proto_errors;
 		res->connects += w->connects;
+		tally_merge(&res->versions, &w->versions);
 	}
+	res->interrupted = atomic_load(&bench_interrupted) != 0;
 	res->ok = n_ok;
 	res->seconds = (double)(end - run.start_ns) / 1e9;
 	res->throughput = res->seconds > 0 ? (double)n_ok / res->seconds : 0;
@@ -1140,31 +1335,56 @@ static void format_errors(const level_result *r, char *buf, size_t size)
 		snprintf(buf, size, "-");
 }
 
+/* "1:5012 2:331 unknown:3" or "-" */
+static void format_versions(const version_tally *t, char *buf, size_t size)
+{
+	size_t idx[MAX_TALLY_VERSIONS];
+	size_t n = 0, count = tally_order(t, idx);
+	buf[0] = '\0';
+	for (size_t i = 0; i < count && n < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%s:%" PRIu64,
+				      n ? " " : "", t->name[idx[i]],
+				      t->count[idx[i]]);
+	if (t->unknown && n < size)
+		n += (size_t)snprintf(buf + n, size - n, "%sunknown:%" PRIu64,
+				      n ? " " : "", t->unknown);
+	if (t->other && n < size)
+		n += (size_t)snprintf(buf + n, size - n, "%sother:%" PRIu64,
+				      n ? " " : "", t->other);
+	if (n == 0)
+		snprintf(buf, size, "-");
+}
+
 static void print_table_header(void)
 {
-	printf("%11s %9s %11s %9s %9s %9s %9s %9s  %s\n", "concurrency",
+	printf("%11s %9s %11s %9s %9s %9s %9s %9s  %-10s  %s\n", "concurrency",
 	       "requests", "req/s", "p50(ms)", "p90(ms)", "p95(ms)", "p99(ms)",
-	       "max(ms)", "errors");
+	       "max(ms)", "errors", "versions");
 }
 
 static void print_level_row(const level_result *r)
 {
-	char errors[1024];
+	char errors[1024], versions[1024];
 	format_errors(r, errors, sizeof(errors));
+	format_versions(&r->versions, versions, sizeof(versions));
 	if (r->ok)
-		printf("%11d %9" PRIu64 " %11.1f %9.3f %9.3f %9.3f %9.3f %9.3f  %s\n",
+		printf("%11d %9" PRIu64 " %11.1f %9.3f %9.3f %9.3f %9.3f %9.3f  %-10s  %s\n",
 		       r->concurrency, r->requests, r->throughput, r->p50_ms,
-		       r->p90_ms, r->p95_ms, r->p99_ms, r->max_ms, errors);
+		       r->p90_ms, r->p95_ms, r->p99_ms, r->max_ms, errors,
+		       versions);
 	else
-		printf("%11d %9" PRIu64 " %11.1f %9s %9s %9s %9s %9s  %s\n",
+		printf("%11d %9" PRIu64 " %11.1f %9s %9s %9s %9s %9s  %-10s  %s\n",
 		       r->concurrency, r->requests, r->throughput, "-", "-", "-",
-		       "-", "-", errors);
+		       "-", "-", errors, versions);
+	if (r->interrupted)
+		printf("(interrupted: the level above stopped early; later levels did not run)\n");
 	fflush(stdout);
 }
 
 static void print_json(const bench_opts *o, const model_meta *m,
 		       const char *served_version, size_t body_len,
-		       const level_result *levels, size_t n_levels)
+		       const level_result *levels, size_t n_levels,
+		       bool interrupted)
 {
 	es_buf b = ES_BUF_INIT;
 	es_buf_puts(&b, "{\"url\":");
@@ -1198,7 +1418,8 @@ static void print_json(const bench_opts *o, const model_meta *m,
 		es_buf_printf(&b, "\"duration_s\":%.3f,", (double)o->duration_ns / 1e9);
 	else
 		es_buf_printf(&b, "\"requests_per_level\":%" PRIu64 ",", o->requests);
-	es_buf_printf(&b, "\"timeout_ms\":%d,\"levels\":[", o->timeout_ms);
+	es_buf_printf(&b, "\"timeout_ms\":%d,\"interrupted\":%s,\"levels\":[",
+		      o->timeout_ms, interrupted ? "true" : "false");
 	for (size_t i = 0; i < n_levels; i++) {
 		const level_result *r = &levels[i];
 		es_buf_printf(&b,
@@ -1238,7 +1459,29 @@ static void print_json(const bench_opts *o, const model_meta *m,
 					      kinds[k].count);
 				first = false;
 			}
-		es_buf_puts(&b, "}}");
+		/* every request that did not succeed, so that "no errors"
+		 * is stated rather than inferred from an empty object */
+		es_buf_printf(&b, "},\"failed\":%" PRIu64 ",\"versions\":{",
+			      r->requests - r->ok);
+		size_t idx[MAX_TALLY_VERSIONS];
+		size_t nv = tally_order(&r->versions, idx);
+		for (size_t k = 0; k < nv; k++) {
+			es_buf_puts(&b, k ? "," : "");
+			es_buf_json_str(&b, r->versions.name[idx[k]],
+					strlen(r->versions.name[idx[k]]));
+			es_buf_printf(&b, ":%" PRIu64, r->versions.count[idx[k]]);
+		}
+		first = nv == 0;
+		if (r->versions.unknown) {
+			es_buf_printf(&b, "%s\"unknown\":%" PRIu64, first ? "" : ",",
+				      r->versions.unknown);
+			first = false;
+		}
+		if (r->versions.other)
+			es_buf_printf(&b, "%s\"other\":%" PRIu64, first ? "" : ",",
+				      r->versions.other);
+		es_buf_printf(&b, "},\"interrupted\":%s}",
+			      r->interrupted ? "true" : "false");
 	}
 	es_buf_puts(&b, "]}\n");
 	if (!b.failed)
@@ -1418,18 +1661,29 @@ int es_cli_bench(int argc, char **argv)
 		print_intro(&o, &meta, served_version, body.len);
 		print_table_header();
 	}
-	for (size_t i = 0; i < o.n_levels; i++) {
+	install_sigint();
+	size_t n_run = 0;
+	bool interrupted = false;
+	for (size_t i = 0; i < o.n_levels && !interrupted; i++) {
 		if (run_level(&o, &url, &req, o.levels[i], &results[i], &err)) {
 			setup_error("concurrency %d: %s", o.levels[i], err.msg);
 			goto out_free;
 		}
+		n_run++;
+		interrupted = results[i].interrupted;
 		if (!o.json)
 			print_level_row(&results[i]);
 	}
+	/* a SIGINT between levels leaves nothing marked: say so all the same */
+	if (!interrupted && atomic_load(&bench_interrupted)) {
+		interrupted = true;
+		if (!o.json)
+			printf("(interrupted: later levels did not run)\n");
+	}
 	if (o.json)
-		print_json(&o, &meta, served_version, body.len, results,
-			   o.n_levels);
-	status = ES_CLI_EXIT_OK;
+		print_json(&o, &meta, served_version, body.len, results, n_run,
+			   interrupted);
+	status = interrupted ? ES_CLI_EXIT_INTERRUPTED : ES_CLI_EXIT_OK;
 
 out_free:
 	free(results);

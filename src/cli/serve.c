@@ -8,6 +8,11 @@
  * Signals go through a self-pipe: the handler only writes the signal number
  * to a pipe (it may run on any thread, including ones that libraries
  * started before main), and the main thread does the work.
+ *
+ * Before anything loads, the runtime libraries actually loaded (oneDNN,
+ * OpenBLAS) are checked against the oldest tested ones. The server keeps a
+ * config reader that reads again whatever it was started from, for
+ * POST /v1/config/reload (docs/lifecycle.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +37,7 @@
 #include "edgeserve/engine.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
+#include "serving/runtime_check.h"
 #include "serving/serving.h"
 
 #define PROG "edgeserve serve"
@@ -52,6 +58,10 @@ typedef struct serve_opts {
 	long long exit_timeout_s;     /* -1: not given */
 	uint64_t max_request_bytes;   /* 0: not given */
 	int metrics_enable;           /* -1: not given, else 0/1 */
+	long long poll_wait_s;        /* -1: not given */
+	const char *cache_dir;        /* NULL: not given */
+	long long warmup_inferences;  /* -1: not given */
+	bool allow_old_runtime;
 } serve_opts;
 
 static void print_help(FILE *out)
@@ -66,6 +76,9 @@ static void print_help(FILE *out)
 		"(/v1/models/...), the OVMS config view (/v1/config) and Prometheus metrics\n"
 		"(/metrics). Logs are JSON lines on stderr; the \"server_ready\" line carries\n"
 		"the port, which is also printed on stdout (\"edgeserve: serving on URL\").\n"
+		"POST /v1/config/reload reads the configuration again and applies it;\n"
+		"POST /v1/admin/models/NAME/rollback goes back to a model's previous version\n"
+		"(see docs/lifecycle.md).\n"
 		"\n"
 		"what to serve (one of these; with none, ./" DEFAULT_REPOSITORY " is served\n"
 		"when it exists):\n"
@@ -90,6 +103,22 @@ static void print_help(FILE *out)
 		"  --connection_timeout_seconds N\n"
 		"                               close connections idle this long (default %d)\n"
 		"\n"
+		"model lifecycle (docs/lifecycle.md):\n"
+		"  --file_system_poll_wait_seconds N\n"
+		"                               every N seconds, look for version directories\n"
+		"                               added or removed and load or unload them\n"
+		"                               (default %d; 0: off; at most 86400)\n"
+		"  --cache_dir DIR              keep the compiled form of every loaded version\n"
+		"                               in DIR, so that a restart reads it back instead\n"
+		"                               of compiling again (default: no cache)\n"
+		"  --warmup_inferences N        inferences run on every stream before a version\n"
+		"                               serves, for models whose config sets no\n"
+		"                               \"warmup\" (default %d; 0..1000)\n"
+		"  --allow_old_runtime [true|false]\n"
+		"                               start even when the oneDNN or OpenBLAS library\n"
+		"                               loaded is older than the oldest tested one\n"
+		"                               (default false: refuse to start)\n"
+		"\n"
 		"behaviour:\n"
 		"  --default_timeout_ms N       request deadline (default %" PRId64 "; 0: none);\n"
 		"                               a KServe \"timeout\" parameter (microseconds) may\n"
@@ -104,10 +133,11 @@ static void print_help(FILE *out)
 		"\n"
 		"Options taking a value also accept --option=VALUE.\n"
 		"Exit status: 0 after a clean shutdown; 1 the server could not start (bad\n"
-		"config, port in use); 2 bad command line.\n",
+		"config, port in use, runtime libraries too old); 2 bad command line.\n",
 		d.rest_port, d.rest_bind_address ? d.rest_bind_address : "127.0.0.1",
 		d.rest_workers, d.max_connections, d.max_request_bytes,
-		d.connection_timeout_s, d.default_timeout_ms, d.exit_timeout_s,
+		d.connection_timeout_s, d.poll_wait_s, d.default_warmup,
+		d.default_timeout_ms, d.exit_timeout_s,
 		d.metrics_enable ? "true" : "false", d.log_level ? d.log_level : "INFO");
 	es_config_free(&d);
 }
@@ -195,7 +225,7 @@ static int parse_bool(const char *text)
 enum opt_id {
 	O_REPO, O_CONFIG, O_MODEL_NAME, O_MODEL_PATH, O_PORT, O_BIND, O_WORKERS,
 	O_MAX_CONN, O_MAX_BYTES, O_CONN_TIMEOUT, O_DEFAULT_TIMEOUT, O_EXIT_TIMEOUT,
-	O_METRICS, O_LOG_LEVEL,
+	O_METRICS, O_LOG_LEVEL, O_POLL_WAIT, O_CACHE_DIR, O_WARMUP, O_OLD_RUNTIME,
 };
 
 static const struct {
@@ -216,6 +246,10 @@ static const struct {
 	{"exit_timeout_seconds", O_EXIT_TIMEOUT},
 	{"metrics_enable", O_METRICS},
 	{"log_level", O_LOG_LEVEL},
+	{"file_system_poll_wait_seconds", O_POLL_WAIT},
+	{"cache_dir", O_CACHE_DIR},
+	{"warmup_inferences", O_WARMUP},
+	{"allow_old_runtime", O_OLD_RUNTIME},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -228,6 +262,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 	o->rest_port = o->rest_workers = o->max_connections = -1;
 	o->connection_timeout = o->default_timeout_ms = o->exit_timeout_s = -1;
 	o->metrics_enable = -1;
+	o->poll_wait_s = o->warmup_inferences = -1;
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
@@ -253,9 +288,9 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 		const char *name = options[k].name;
 		if (eq) {
 			value = eq + 1;
-		} else if (options[k].id == O_METRICS) {
-			/* OVMS spells it as a bare flag; a following boolean
-			 * word is taken as its value */
+		} else if (options[k].id == O_METRICS || options[k].id == O_OLD_RUNTIME) {
+			/* OVMS spells these as bare flags; a following boolean
+			 * word is taken as the value */
 			if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
 				value = argv[++i];
 			else
@@ -338,6 +373,30 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 				return usage_error("--exit_timeout_seconds '%s': expected 0..86400", value);
 			o->exit_timeout_s = n;
 			break;
+		case O_POLL_WAIT:
+			if (!parse_int(value, 0, 86400, &n))
+				return usage_error("--file_system_poll_wait_seconds '%s': expected 0..86400 (0: no polling)",
+						   value);
+			o->poll_wait_s = n;
+			break;
+		case O_CACHE_DIR:
+			if (!*value)
+				return usage_error("--cache_dir: empty directory name");
+			o->cache_dir = value;
+			break;
+		case O_WARMUP:
+			if (!parse_int(value, 0, 1000, &n))
+				return usage_error("--warmup_inferences '%s': expected 0..1000", value);
+			o->warmup_inferences = n;
+			break;
+		case O_OLD_RUNTIME: {
+			int b = parse_bool(value);
+			if (b < 0)
+				return usage_error("--allow_old_runtime '%s': expected true or false",
+						   value);
+			o->allow_old_runtime = b == 1;
+			break;
+		}
 		}
 	}
 
@@ -388,6 +447,7 @@ static int add_single_model(es_server_config *cfg, const char *name,
 	mc->base_path = es_strdup(path);
 	mc->policy.kind = ES_POLICY_LATEST;
 	mc->policy.num_versions = 1;
+	mc->warmup = -1; /* --warmup_inferences */
 	cfg->n_models++;
 	if (!mc->name || !mc->base_path)
 		return es_error_set(err, ES_ENOMEM, "out of memory");
@@ -428,12 +488,20 @@ static int apply_opts(es_server_config *cfg, const serve_opts *o)
 		cfg->max_request_bytes = (size_t)o->max_request_bytes;
 	if (o->metrics_enable >= 0)
 		cfg->metrics_enable = o->metrics_enable == 1;
+	if (o->poll_wait_s >= 0)
+		cfg->poll_wait_s = (int)o->poll_wait_s;
+	if (o->warmup_inferences >= 0)
+		cfg->default_warmup = (int)o->warmup_inferences;
+	if (o->cache_dir && replace_str(&cfg->cache_dir, o->cache_dir))
+		return ES_ENOMEM;
 	return 0;
 }
 
 /* A repository directory: DIR/config.json when it exists (the repository
- * describes itself), otherwise every subdirectory is a model. */
-static int load_repository(const char *dir, es_server_config *cfg, es_error *err)
+ * describes itself), otherwise every subdirectory is a model. announce:
+ * log which one (at startup; a reload does not repeat it). */
+static int load_repository(const char *dir, es_server_config *cfg, bool announce,
+			   es_error *err)
 {
 	size_t len = strlen(dir);
 	char *path = malloc(len + sizeof("/config.json"));
@@ -445,8 +513,9 @@ static int load_repository(const char *dir, es_server_config *cfg, es_error *err
 	memcpy(path, dir, len);
 	memcpy(path + len, "/config.json", sizeof("/config.json"));
 	if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-		es_log_msg(ES_LOG_INFO, "config", "using the repository's config file %s",
-			   path);
+		if (announce)
+			es_log_msg(ES_LOG_INFO, "config",
+				   "using the repository's config file %s", path);
 		rc = es_config_load_file(path, cfg, err);
 	} else {
 		rc = es_config_scan_repository(dir, cfg, err);
@@ -455,19 +524,70 @@ static int load_repository(const char *dir, es_server_config *cfg, es_error *err
 	return rc;
 }
 
-/* Loads what to serve into cfg. */
-static int load_models(es_server_config *cfg, const serve_opts *o, es_error *err)
+/* Loads what to serve into cfg (models, and the devices of a config file).
+ * announce: log where the models come from (at startup). */
+static int load_models(es_server_config *cfg, const serve_opts *o, bool announce,
+		       es_error *err)
 {
 	if (o->config_path)
 		return es_config_load_file(o->config_path, cfg, err);
 	if (o->model_path)
 		return add_single_model(cfg, o->model_name, o->model_path, err);
 	if (o->repository)
-		return load_repository(o->repository, cfg, err);
-	es_log_msg(ES_LOG_INFO, "config",
-		   "no model flags given: serving the example repository ./%s",
-		   DEFAULT_REPOSITORY);
-	return load_repository(DEFAULT_REPOSITORY, cfg, err);
+		return load_repository(o->repository, cfg, announce, err);
+	if (announce)
+		es_log_msg(ES_LOG_INFO, "config",
+			   "no model flags given: serving the example repository ./%s",
+			   DEFAULT_REPOSITORY);
+	return load_repository(DEFAULT_REPOSITORY, cfg, announce, err);
+}
+
+/*
+ * The server's config reader (es_config_reader_fn): reads again what the
+ * server was started from (the --config_path file, the repository's
+ * config.json or a scan of the repository, the --model_name/--model_path
+ * model) into cfg, which the server created with defaults and owns. ctx is
+ * the serve_opts, alive as long as the server. Runs on the thread that
+ * asked for the reload; the messages name no host directory (config.c).
+ */
+static int reread_config(void *ctx, es_server_config *cfg, es_error *err)
+{
+	const serve_opts *o = ctx;
+	int rc = load_models(cfg, o, false, err);
+
+	if (!rc)
+		rc = es_config_validate(cfg, err);
+	return rc;
+}
+
+/*
+ * Refuses runtime libraries older than the tested ones, unless
+ * --allow_old_runtime: then a warning, and the server starts. Fills rv for
+ * the server_ready line. Returns 0 to go on.
+ */
+static int check_runtime(const serve_opts *o, es_runtime_versions *rv)
+{
+	es_error err = {0};
+	es_logrec lr;
+
+	es_engine_runtime_versions(rv);
+	if (es_runtime_check(rv, &err) == 0)
+		return 0;
+	if (!err.msg[0])
+		snprintf(err.msg, sizeof(err.msg), "the runtime libraries are older than the tested ones");
+	if (!o->allow_old_runtime) {
+		es_log_msg(ES_LOG_ERROR, "startup_error", "%s", err.msg);
+		fprintf(stderr, PROG ": %s\n", err.msg);
+		return -1;
+	}
+	if (es_log_begin(&lr, ES_LOG_WARN, "runtime_check")) {
+		es_log_str(&lr, "msg", err.msg);
+		es_log_str(&lr, "onednn", rv->onednn_str);
+		es_log_str(&lr, "openblas", rv->openblas_str);
+		es_log_bool(&lr, "allow_old_runtime", true);
+		es_log_end(&lr);
+	}
+	return 0;
 }
 
 static int sig_pipe[2] = {-1, -1};
@@ -558,7 +678,7 @@ int es_cli_serve(int argc, char **argv)
 	if (cfg.log_level && es_log_parse_level(cfg.log_level, &level) == 0)
 		es_log_set_level(level);
 
-	rc = load_models(&cfg, &o, &err);
+	rc = load_models(&cfg, &o, true, &err);
 	/* the file may not touch the network settings, but be sure */
 	if (!rc && apply_opts(&cfg, &o))
 		rc = es_error_set(&err, ES_ENOMEM, "out of memory");
@@ -569,6 +689,10 @@ int es_cli_serve(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", err.msg);
 		goto out_config;
 	}
+
+	es_runtime_versions rv;
+	if (check_runtime(&o, &rv) != 0)
+		goto out_config;
 
 	/* Before the models load: a signal during a long load then stops
 	 * the server cleanly once it is up. */
@@ -592,6 +716,7 @@ int es_cli_serve(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", err.msg);
 		goto out_metrics;
 	}
+	es_server_set_config_reader(srv, reread_config, &o);
 	rc = es_http_start(&cfg, srv, metrics, &http, &err);
 	if (rc) {
 		es_log_msg(ES_LOG_ERROR, "startup_error", "%s", err.msg);
@@ -604,11 +729,13 @@ int es_cli_serve(int argc, char **argv)
 		es_log_str(&lr, "address", cfg.rest_bind_address ? cfg.rest_bind_address
 								 : "127.0.0.1");
 		es_log_int(&lr, "port", es_http_port(http));
-		es_log_int(&lr, "models", (int64_t)es_server_num_models(srv));
+		es_log_int(&lr, "models", (int64_t)es_server_models(srv)->n);
 		es_log_bool(&lr, "ready", es_server_ready(srv));
 		es_log_bool(&lr, "metrics", metrics != NULL);
 		es_log_f64(&lr, "startup_s", (double)(es_now_ns() - t0) / 1e9);
 		es_log_str(&lr, "version", ES_ENGINE_VERSION);
+		es_log_str(&lr, "onednn", rv.onednn_str);
+		es_log_str(&lr, "openblas", rv.openblas_str);
 		es_log_end(&lr);
 	}
 

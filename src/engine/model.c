@@ -29,8 +29,8 @@ static bool is_default_domain(const char *d)
  * runs them. */
 static int fold_constant_nodes(es_graph *g, es_error *err)
 {
-	int kept = 0;
-	for (int n = 0; n < g->n_nodes; n++) {
+	int kept = 0, n, rc = 0;
+	for (n = 0; n < g->n_nodes; n++) {
 		es_node *node = &g->nodes[n];
 		if (strcmp(node->op_type, "Constant") || !is_default_domain(node->domain)) {
 			if (kept != n)
@@ -38,21 +38,26 @@ static int fold_constant_nodes(es_graph *g, es_error *err)
 			kept++;
 			continue;
 		}
-		if (node->n_outputs != 1 || node->outputs[0] < 0 || node->n_inputs != 0)
-			return es_error_set(err, ES_EGRAPH,
+		if (node->n_outputs != 1 || node->outputs[0] < 0 || node->n_inputs != 0) {
+			rc = es_error_set(err, ES_EGRAPH,
 				"node '%s' (Constant): needs no inputs and exactly one output",
 				node->name);
-		if (node->n_attrs != 1)
-			return es_error_set(err, ES_EGRAPH,
+			goto out;
+		}
+		if (node->n_attrs != 1) {
+			rc = es_error_set(err, ES_EGRAPH,
 				"node '%s' (Constant): needs exactly one value attribute, has %d",
 				node->name, node->n_attrs);
+			goto out;
+		}
 		es_attr *a = &node->attrs[0];
 		es_tensor *t = calloc(1, sizeof(es_tensor));
-		if (!t)
-			return es_error_set(err, ES_ENOMEM, "out of memory");
-		int rc = 0;
+		if (!t) {
+			rc = es_error_set(err, ES_ENOMEM, "out of memory");
+			goto out;
+		}
 		int64_t dim;
-		if (!strcmp(a->name, "value") && a->type == ES_ATTR_TENSOR) {
+		if (!strcmp(a->name, "value") && a->type == ES_ATTR_TENSOR && a->t) {
 			*t = *a->t;
 			free(a->t);
 			a->t = NULL;
@@ -76,40 +81,40 @@ static int fold_constant_nodes(es_graph *g, es_error *err)
 				memcpy(t->data, a->ints, a->n * sizeof(int64_t));
 		} else {
 			free(t);
-			return es_error_set(err, ES_EUNSUPPORTED,
+			rc = es_error_set(err, ES_EUNSUPPORTED,
 				"node '%s' (Constant): attribute '%s' is not supported (string and sparse constants are not)",
 				node->name, a->name);
+			goto out;
 		}
 		if (rc) {
 			free(t);
-			return es_error_prefix(err, "node '%s' (Constant)", node->name);
+			rc = es_error_prefix(err, "node '%s' (Constant)", node->name);
+			goto out;
 		}
 		es_value *v = &g->values[node->outputs[0]];
 		if (v->constant || v->is_input) {
-			es_tensor_free_data(t);
-			free(t);
-			return es_error_set(err, ES_EGRAPH,
+			es_graph_tensor_free(g, t);
+			rc = es_error_set(err, ES_EGRAPH,
 				"node '%s' (Constant): output '%s' is already defined",
 				node->name, v->name);
+			goto out;
 		}
 		v->constant = t;
 		v->dtype = t->dtype;
 		v->ndim = t->ndim;
 		for (int d = 0; d < t->ndim; d++)
 			v->dims[d] = t->dims[d];
+		/* the node itself goes (the constant took its tensor over) */
 		node->op = NULL;
-		/* free the node itself */
-		free(node->name);
-		free(node->op_type);
-		free(node->domain);
-		free(node->inputs);
-		free(node->outputs);
-		for (int i = 0; i < node->n_attrs; i++)
-			es_attr_clear(&node->attrs[i]);
-		free(node->attrs);
+		es_graph_node_clear(g, node);
 	}
+out:
+	/* on failure the nodes not yet visited stay, after the kept ones, so
+	 * the graph frees each node exactly once */
+	for (; n < g->n_nodes; n++)
+		g->nodes[kept++] = g->nodes[n];
 	g->n_nodes = kept;
-	return 0;
+	return rc;
 }
 
 /* Finds every node's kernel; reports all unsupported ops in one message. */
@@ -190,6 +195,12 @@ static int check_types(es_graph *g, es_error *err)
 		es_dtype t0 = ES_DT_UNDEFINED;
 		if (node->n_inputs > 0 && node->inputs[0] >= 0)
 			t0 = g->values[node->inputs[0]].dtype;
+		/* type codes come from the file (value_info): ES_T shifts by them */
+		if ((unsigned)t0 >= 32 && d->types)
+			return es_error_set(err, ES_ETYPE,
+				"node '%s' (%s): input '%s' has unknown type code %d",
+				node->name, node->op_type,
+				g->values[node->inputs[0]].name, (int)t0);
 		if (t0 != ES_DT_UNDEFINED && d->types && !(d->types & ES_T(t0)))
 			return es_error_set(err, ES_ETYPE,
 				"node '%s' (%s): input '%s' has type %s, which this operator does not accept",
@@ -294,16 +305,7 @@ static int init_kernels(es_graph *g, bool fold, es_error *err)
 			g->nodes[kept++] = *node;
 			continue;
 		}
-		if (node->op->fini && node->state)
-			node->op->fini(node->state);
-		free(node->name);
-		free(node->op_type);
-		free(node->domain);
-		free(node->inputs);
-		free(node->outputs);
-		for (int a = 0; a < node->n_attrs; a++)
-			es_attr_clear(&node->attrs[a]);
-		free(node->attrs);
+		es_graph_node_clear(g, node);
 	}
 	g->n_nodes = kept;
 	rc = es_graph_finalize(g, err);
@@ -335,33 +337,30 @@ static void model_free(es_model *m)
 	free(m);
 }
 
-int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
-			 const es_model_options *opts, es_model **out,
-			 es_error *err)
+int es_model_from_graph(es_graph *g, const char *base_dir,
+			const es_model_options *opts, es_model **out,
+			es_error *err)
 {
 	int rc;
-	es_error local;
-	if (!err)
-		err = &local;
-	es_error_clear(err);
 	es_model *m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		es_graph_free(g);
 		return es_error_set(err, ES_ENOMEM, "out of memory");
+	}
 	atomic_init(&m->refs, 1);
+	m->graph = g;
+	if (opts)
+		m->opts = *opts;
 	if (base_dir && !(m->base_dir = strdup(base_dir))) {
 		rc = es_error_set(err, ES_ENOMEM, "out of memory");
 		goto fail;
 	}
-	rc = es_onnx_load_graph(buf, len, base_dir, &m->graph, err);
-	if (rc)
-		goto fail;
-	es_graph *g = m->graph;
 	m->opset = es_graph_opset(g, "");
 	if ((rc = fold_constant_nodes(g, err)) ||
 	    (rc = es_graph_finalize(g, err)) ||
 	    (rc = resolve_kernels(g, err)) ||
 	    (rc = check_types(g, err)) ||
-	    (rc = init_kernels(g, !(opts && opts->no_optimize), err)))
+	    (rc = init_kernels(g, !m->opts.no_optimize, err)))
 		goto fail;
 	m->inputs = calloc((size_t)g->n_inputs + 1, sizeof(es_value_info));
 	m->outputs = calloc((size_t)g->n_outputs + 1, sizeof(es_value_info));
@@ -378,6 +377,21 @@ int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
 fail:
 	model_free(m);
 	return rc;
+}
+
+int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
+			 const es_model_options *opts, es_model **out,
+			 es_error *err)
+{
+	es_graph *g;
+	es_error local;
+	if (!err)
+		err = &local;
+	es_error_clear(err);
+	int rc = es_onnx_load_graph(buf, len, base_dir, &g, err);
+	if (rc)
+		return rc;
+	return es_model_from_graph(g, base_dir, opts, out, err);
 }
 
 int es_model_load(const char *path, const es_model_options *opts,

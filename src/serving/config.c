@@ -5,6 +5,10 @@
  * Every string and array in an es_server_config is malloc'ed and owned by
  * it; es_config_free frees them. Code that changes a field frees the old
  * value and stores a malloc'ed copy.
+ *
+ * Error messages name a file or directory by its last path component only:
+ * a configuration reload sends them to the client that asked for it, and
+ * messages that reach clients carry no host paths.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -26,6 +30,10 @@
 /* A config file larger than this is certainly not a config file. */
 #define CONFIG_MAX_BYTES ((size_t)16 << 20)
 #define LOC_MAX 256
+/* Per-model "warmup": inferences per stream, at most this many. */
+#define WARMUP_MAX 1000
+/* --file_system_poll_wait_seconds: at most a day. */
+#define POLL_WAIT_MAX 86400
 
 bool es_serving_name_ok(const char *name)
 {
@@ -88,6 +96,9 @@ void es_config_defaults(es_server_config *cfg)
 	cfg->exit_timeout_s = 30;
 	cfg->metrics_enable = true;
 	cfg->log_level = strdup("INFO");
+	cfg->poll_wait_s = 1;
+	cfg->cache_dir = NULL;
+	cfg->default_warmup = 1;
 	cfg->devices = calloc(1, sizeof(*cfg->devices));
 	if (cfg->devices) {
 		cfg->n_devices = 1;
@@ -131,6 +142,7 @@ void es_config_free(es_server_config *cfg)
 		return;
 	free(cfg->rest_bind_address);
 	free(cfg->log_level);
+	free(cfg->cache_dir);
 	free_devices(cfg->devices, cfg->n_devices);
 	free_models(cfg->models, cfg->n_models);
 	memset(cfg, 0, sizeof(*cfg));
@@ -181,6 +193,27 @@ static char *dir_of(const char *path)
 	if (slash == path)
 		return strdup("/");
 	return es_strndup(path, (size_t)(slash - path));
+}
+
+/*
+ * The last component of path, for messages: "config.json" for
+ * "/etc/edgeserve/config.json", "models" for "/srv/models/". Points into
+ * path, or at a constant; shown with "%.*s" and the length in *len.
+ */
+static const char *shown_name(const char *path, int *len)
+{
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	size_t start = n;
+	while (start > 0 && path[start - 1] != '/')
+		start--;
+	if (start == n) { /* "" or "/" */
+		*len = (int)n;
+		return path;
+	}
+	*len = n - start > INT_MAX ? INT_MAX : (int)(n - start);
+	return path + start;
 }
 
 /* A copy of path without trailing slashes (but "/" stays "/"). */
@@ -306,6 +339,14 @@ static int get_string(const cJSON *j, const char *loc, char **out, es_error *err
 	return 0;
 }
 
+static int get_bool(const cJSON *j, const char *loc, bool *out, es_error *err)
+{
+	if (!cJSON_IsBool(j))
+		return wrong_type(err, loc, "a boolean (true or false)", j);
+	*out = cJSON_IsTrue(j);
+	return 0;
+}
+
 static int missing(es_error *err, const char *loc, const char *key)
 {
 	return es_error_set(err, ES_EINVAL, "%s: missing required key '%s'", loc, key);
@@ -377,13 +418,16 @@ static int parse_model(const cJSON *j, const char *loc, const char *config_dir,
 		       es_model_config *m, es_error *err)
 {
 	static const char *const keys[] = { "name", "base_path", "model_version_policy",
-					    "target_device", "nireq", NULL };
+					    "target_device", "nireq", "keep_previous",
+					    "warmup", NULL };
 	char kloc[LOC_MAX];
 	int rc = check_object(j, loc, keys, err);
 	if (rc)
 		return rc;
 	m->policy.kind = ES_POLICY_LATEST;
 	m->policy.num_versions = 1;
+	m->keep_previous = false;
+	m->warmup = -1; /* the server's --warmup_inferences */
 	for (const cJSON *c = j->child; c; c = c->next) {
 		member_loc(kloc, loc, c->string);
 		if (!strcmp(c->string, "name"))
@@ -396,6 +440,10 @@ static int parse_model(const cJSON *j, const char *loc, const char *config_dir,
 			rc = get_string(c, kloc, &m->target_device, err);
 		else if (!strcmp(c->string, "nireq"))
 			rc = get_int32(c, kloc, 0, ES_MAX_QUEUE_SIZE, &m->nireq, err);
+		else if (!strcmp(c->string, "keep_previous"))
+			rc = get_bool(c, kloc, &m->keep_previous, err);
+		else if (!strcmp(c->string, "warmup"))
+			rc = get_int32(c, kloc, 0, WARMUP_MAX, &m->warmup, err);
 		if (rc)
 			return rc;
 	}
@@ -458,10 +506,12 @@ static int parse_device(const cJSON *j, const char *loc, es_device_config *d,
 /* Reads a whole file (at most CONFIG_MAX_BYTES) into a NUL-terminated buffer. */
 static int read_file(const char *path, char **out, size_t *len, es_error *err)
 {
+	int shown_len;
+	const char *shown = shown_name(path, &shown_len);
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return es_error_set(err, ES_EIO, "cannot open config file '%s': %s",
-				    path, strerror(errno));
+		return es_error_set(err, ES_EIO, "cannot open config file '%.*s': %s",
+				    shown_len, shown, strerror(errno));
 	char *buf = NULL;
 	size_t n = 0, cap = 0;
 	int rc = 0;
@@ -480,15 +530,16 @@ static int read_file(const char *path, char **out, size_t *len, es_error *err)
 		n += got;
 		if (n > CONFIG_MAX_BYTES) {
 			rc = es_error_set(err, ES_ETOOLARGE,
-					  "config file '%s' is larger than %zu bytes",
-					  path, CONFIG_MAX_BYTES);
+					  "config file '%.*s' is larger than %zu bytes",
+					  shown_len, shown, CONFIG_MAX_BYTES);
 			goto out_close;
 		}
 		if (got == 0)
 			break;
 	}
 	if (ferror(f)) {
-		rc = es_error_set(err, ES_EIO, "cannot read config file '%s'", path);
+		rc = es_error_set(err, ES_EIO, "cannot read config file '%.*s': %s",
+				  shown_len, shown, strerror(errno));
 		goto out_close;
 	}
 	buf[n] = '\0';
@@ -548,6 +599,8 @@ int es_config_load_file(const char *path, es_server_config *cfg, es_error *err)
 	size_t n_models = 0, n_devices = 0;
 	bool have_devices = false;
 	cJSON *root = NULL;
+	int shown_len;
+	const char *shown = shown_name(path, &shown_len);
 	int rc = read_file(path, &text, &len, err);
 	if (rc)
 		return rc;
@@ -559,8 +612,8 @@ int es_config_load_file(const char *path, es_server_config *cfg, es_error *err)
 		size_t off = end && end >= text ? (size_t)(end - text) : 0;
 		text_position(text, off, &line, &col);
 		rc = es_error_set(err, ES_EPARSE,
-				  "config file '%s': invalid JSON at line %d, column %d",
-				  path, line, col);
+				  "config file '%.*s': invalid JSON at line %d, column %d",
+				  shown_len, shown, line, col);
 		goto out;
 	}
 	if ((rc = check_object(root, "", top_keys, err)))
@@ -647,7 +700,7 @@ int es_config_load_file(const char *path, es_server_config *cfg, es_error *err)
 	goto out;
 
 out_prefix:
-	es_error_prefix(err, "config file '%s'", path);
+	es_error_prefix(err, "config file '%.*s'", shown_len, shown);
 out:
 	free_models(models, n_models);
 	free_devices(devices, n_devices);
@@ -672,9 +725,12 @@ int es_config_scan_repository(const char *dir, es_server_config *cfg, es_error *
 	size_t n_models = 0;
 	int rc = 0;
 	DIR *d = opendir(dir);
-	if (!d)
-		return es_error_set(err, ES_EIO, "cannot open model repository '%s': %s",
-				    dir, strerror(errno));
+	if (!d) {
+		int shown_len;
+		const char *shown = shown_name(dir, &shown_len);
+		return es_error_set(err, ES_EIO, "cannot open model repository '%.*s': %s",
+				    shown_len, shown, strerror(errno));
+	}
 	for (struct dirent *e; (e = readdir(d));) {
 		if (!es_serving_name_ok(e->d_name))
 			continue; /* ".", "..", hidden entries, odd names */
@@ -715,6 +771,7 @@ int es_config_scan_repository(const char *dir, es_server_config *cfg, es_error *
 		m->base_path = strdup(names[i]);
 		m->policy.kind = ES_POLICY_LATEST;
 		m->policy.num_versions = 1;
+		m->warmup = -1;
 		if (!m->name || !m->base_path) {
 			n_models++;
 			rc = es_error_set(err, ES_ENOMEM, "out of memory");
@@ -801,6 +858,16 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 		return es_error_set(err, ES_EINVAL,
 				    "log_level: expected DEBUG, INFO, WARNING, ERROR or OFF, got '%.32s'",
 				    cfg->log_level ? cfg->log_level : "");
+	if (cfg->poll_wait_s < 0 || cfg->poll_wait_s > POLL_WAIT_MAX)
+		return es_error_set(err, ES_EINVAL,
+				    "file_system_poll_wait_seconds: expected 0..%d, got %d",
+				    POLL_WAIT_MAX, cfg->poll_wait_s);
+	if (cfg->default_warmup < 0 || cfg->default_warmup > WARMUP_MAX)
+		return es_error_set(err, ES_EINVAL,
+				    "warmup_inferences: expected 0..%d, got %d",
+				    WARMUP_MAX, cfg->default_warmup);
+	if (cfg->cache_dir && !cfg->cache_dir[0])
+		return es_error_set(err, ES_EINVAL, "cache_dir: must not be empty");
 
 	if (!cfg->n_devices || !cfg->devices)
 		return es_error_set(err, ES_EINVAL, "no devices are configured");
@@ -852,6 +919,10 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 		if (m->nireq < 0)
 			return es_error_set(err, ES_EINVAL, "model '%s': nireq: expected >= 0, got %d",
 					    m->name, m->nireq);
+		if (m->warmup < -1 || m->warmup > WARMUP_MAX)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': warmup: expected 0..%d (or -1: the server's default), got %d",
+					    m->name, WARMUP_MAX, m->warmup);
 		if (m->target_device) {
 			bool found = false;
 			for (size_t d = 0; d < cfg->n_devices; d++)

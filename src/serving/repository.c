@@ -16,6 +16,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "obs/log.h"
+#include "serving/model_cache.h"
 #include "serving/serving_int.h"
 
 const char *es_version_state_name(es_version_state s)
@@ -33,8 +34,31 @@ const char *es_version_state_name(es_version_state s)
 
 /* ---- versions -------------------------------------------------------------- */
 
+static void report_ended(es_version *v)
+{
+	es_server *s = v->servable->srv;
+	pthread_mutex_lock(&s->ended_mu);
+	if (s->n_ended == s->cap_ended) {
+		size_t ncap = s->cap_ended ? s->cap_ended * 2 : 16;
+		es_ended *n = realloc(s->ended, ncap * sizeof(*n));
+		if (n) {
+			s->ended = n;
+			s->cap_ended = ncap;
+		}
+	}
+	if (s->n_ended < s->cap_ended) {
+		s->ended[s->n_ended].m = v->servable;
+		s->ended[s->n_ended].number = v->number;
+		s->n_ended++;
+		pthread_cond_signal(&s->ended_cv);
+	}
+	pthread_mutex_unlock(&s->ended_mu);
+}
+
 static void version_free(es_version *v)
 {
+	if (v->published && v->servable->srv->life_sync_ready)
+		report_ended(v);
 	for (int k = 0; k < v->n_sessions; k++)
 		es_session_destroy(v->sessions[k]);
 	free(v->sessions);
@@ -114,29 +138,7 @@ static void table_publish(es_servable *m, es_vtable *nt)
 	table_free(old);
 }
 
-/* Republishes an identical copy of the table (tests of the grace period;
- * the unit of work of a future reload). */
-int es_serving_table_touch(es_servable *m)
-{
-	pthread_mutex_lock(&m->write_mu);
-	es_vtable *cur = atomic_load(&m->table);
-	es_vtable *t = malloc(sizeof(*t) + cur->n * sizeof(t->e[0]));
-	if (!t) {
-		pthread_mutex_unlock(&m->write_mu);
-		return ES_ENOMEM;
-	}
-	t->n = cur->n;
-	for (size_t i = 0; i < cur->n; i++) {
-		t->e[i] = cur->e[i];
-		if (t->e[i].v)
-			es_version_retain(t->e[i].v);
-	}
-	table_publish(m, t);
-	pthread_mutex_unlock(&m->write_mu);
-	return 0;
-}
-
-static void set_state_metric(es_servable *m, int64_t number, es_version_state st)
+void es_serving_state_metric(es_servable *m, int64_t number, es_version_state st)
 {
 	es_server *s = m->srv;
 	char ver[24];
@@ -150,57 +152,126 @@ static void set_state_metric(es_servable *m, int64_t number, es_version_state st
 	}
 }
 
-/*
- * Sets version `number`'s entry (adding it, in order, when missing) to state
- * st with reason (NULL: ""), and v (the new table takes over the caller's
- * reference; NULL to drop the entry's version). Takes write_mu.
- */
-static int table_set(es_servable *m, int64_t number, es_version_state st,
-		     const char *reason, es_version *v)
+int es_table_edit(es_servable *m, es_table_edit_fn fn, void *ctx)
 {
 	pthread_mutex_lock(&m->write_mu);
 	es_vtable *cur = atomic_load(&m->table);
 	size_t n = cur ? cur->n : 0;
-	bool present = false;
-	for (size_t i = 0; i < n; i++)
-		if (cur->e[i].number == number)
-			present = true;
-	size_t nn = n + (present ? 0 : 1);
-	es_vtable *t = calloc(1, sizeof(*t) + nn * sizeof(t->e[0]));
+	es_vtable *t = calloc(1, sizeof(*t) + (n + 1) * sizeof(t->e[0]));
 	if (!t) {
 		pthread_mutex_unlock(&m->write_mu);
-		es_version_release(v);
 		return ES_ENOMEM;
 	}
-	size_t o = 0;
-	bool placed = false;
-	for (size_t i = 0; i <= n; i++) {
-		if (!present && !placed && (i == n || cur->e[i].number < number)) {
-			t->e[o].number = number;
-			t->e[o].state = st;
-			snprintf(t->e[o].reason, sizeof(t->e[o].reason), "%s", reason ? reason : "");
-			t->e[o].v = v;
-			o++;
-			placed = true;
-		}
-		if (i == n)
-			break;
-		t->e[o] = cur->e[i];
-		if (cur->e[i].number == number) {
-			t->e[o].state = st;
-			snprintf(t->e[o].reason, sizeof(t->e[o].reason), "%s", reason ? reason : "");
-			t->e[o].v = v;
-		} else if (t->e[o].v) {
-			/* the old table keeps its own reference until it is freed */
-			es_version_retain(t->e[o].v);
-		}
-		o++;
+	t->n = n;
+	t->pinned = cur ? cur->pinned : 0;
+	for (size_t i = 0; i < n; i++) {
+		t->e[i] = cur->e[i];
+		if (t->e[i].v)
+			es_version_retain(t->e[i].v);
 	}
-	t->n = o;
-	table_publish(m, t);
-	set_state_metric(m, number, st);
+	int rc = fn(t, ctx);
+	if (rc) {
+		for (size_t i = 0; i < t->n; i++)
+			es_version_release(t->e[i].v);
+		free(t);
+	} else {
+		table_publish(m, t);
+	}
 	pthread_mutex_unlock(&m->write_mu);
+	return rc;
+}
+
+static int touch_fn(es_vtable *t, void *ctx)
+{
+	(void)t;
+	(void)ctx;
 	return 0;
+}
+
+/* Republishes an identical copy of the table (tests of the grace period). */
+int es_serving_table_touch(es_servable *m)
+{
+	return es_table_edit(m, touch_fn, NULL);
+}
+
+typedef struct set_ctx {
+	int64_t number;
+	es_version_state st;
+	const char *reason;
+	es_version *v;
+	bool taken;
+} set_ctx;
+
+static int set_fn(es_vtable *t, void *ctx)
+{
+	set_ctx *c = ctx;
+	size_t i = 0;
+	while (i < t->n && t->e[i].number > c->number)
+		i++;
+	if (i == t->n || t->e[i].number != c->number) {
+		memmove(&t->e[i + 1], &t->e[i], (t->n - i) * sizeof(t->e[0]));
+		memset(&t->e[i], 0, sizeof(t->e[i]));
+		t->e[i].number = c->number;
+		t->n++;
+	}
+	es_vt_entry *e = &t->e[i];
+	es_version_release(e->v);
+	e->v = c->v;
+	c->taken = true;
+	e->state = c->st;
+	snprintf(e->reason, sizeof(e->reason), "%s", c->reason ? c->reason : "");
+	if (e->v)
+		e->v->published = e->v->published || c->st == ES_VS_AVAILABLE;
+	return 0;
+}
+
+int es_table_set(es_servable *m, int64_t number, es_version_state st,
+		 const char *reason, es_version *v)
+{
+	set_ctx c = { number, st, reason, v, false };
+	int rc = es_table_edit(m, set_fn, &c);
+	if (!c.taken)
+		es_version_release(v);
+	if (!rc)
+		es_serving_state_metric(m, number, st);
+	return rc;
+}
+
+int64_t es_table_default(const es_vtable *t)
+{
+	/* (an AVAILABLE entry of a published table always holds its version;
+	 * snapshots carry the states without the references) */
+	if (t->pinned)
+		for (size_t i = 0; i < t->n; i++)
+			if (t->e[i].number == t->pinned && t->e[i].state == ES_VS_AVAILABLE)
+				return t->pinned;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->e[i].state == ES_VS_AVAILABLE)
+			return t->e[i].number;
+	return 0;
+}
+
+es_vtable *es_table_snapshot(es_servable *m)
+{
+	unsigned slot;
+	es_vtable *t = table_read_lock(m, &slot);
+	es_vtable *c = malloc(sizeof(*c) + t->n * sizeof(c->e[0]));
+	if (c) {
+		memcpy(c, t, sizeof(*c) + t->n * sizeof(c->e[0]));
+		for (size_t i = 0; i < c->n; i++)
+			c->e[i].v = NULL; /* a copy of the facts, no references */
+	}
+	table_read_unlock(m, slot);
+	return c;
+}
+
+int64_t es_servable_default_version(es_servable *m)
+{
+	unsigned slot;
+	es_vtable *t = table_read_lock(m, &slot);
+	int64_t d = es_table_default(t);
+	table_read_unlock(m, slot);
+	return d;
 }
 
 /* ---- loading ------------------------------------------------------------------ */
@@ -246,91 +317,7 @@ void es_serving_scrub_paths(char *msg, size_t cap, const char *base_path, const 
 	snprintf(msg, cap, "%s", out);
 }
 
-static int cmp_desc(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* A version directory name: digits only, no leading zero, value >= 1. */
-static bool parse_version(const char *s, int64_t *out)
-{
-	int64_t v = 0;
-	if (!s[0] || s[0] == '0')
-		return false;
-	for (const char *p = s; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return false;
-		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
-			return false;
-	}
-	*out = v;
-	return true;
-}
-
-static char *version_path(const char *base, int64_t number, const char *file)
-{
-	size_t n = strlen(base) + strlen(file) + 32;
-	char *p = malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%lld%s%s", base, (long long)number, file[0] ? "/" : "", file);
-	return p;
-}
-
-static bool is_regular(const char *path)
-{
-	struct stat st;
-	return path && !stat(path, &st) && S_ISREG(st.st_mode);
-}
-
-static bool is_dir(const char *path)
-{
-	struct stat st;
-	return path && !stat(path, &st) && S_ISDIR(st.st_mode);
-}
-
-/* Version numbers under base (directories holding model.onnx), highest
- * first. *out is malloc'ed. */
-static int list_versions(const es_servable *m, int64_t **out, size_t *n_out,
-			 es_error *err)
-{
-	int64_t *v = NULL;
-	size_t n = 0, cap = 0;
-	DIR *d = opendir(m->base_path);
-	if (!d)
-		return es_error_set(err, ES_EIO, "model '%s': cannot open base path: %s",
-				    m->name, strerror(errno));
-	for (struct dirent *e; (e = readdir(d));) {
-		int64_t num;
-		if (!parse_version(e->d_name, &num))
-			continue;
-		char *model = version_path(m->base_path, num, "model.onnx");
-		bool ok = is_regular(model);
-		free(model);
-		if (!ok)
-			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			int64_t *nv = realloc(v, ncap * sizeof(*v));
-			if (!nv) {
-				free(v);
-				closedir(d);
-				return es_error_set(err, ES_ENOMEM, "out of memory");
-			}
-			v = nv;
-			cap = ncap;
-		}
-		v[n++] = num;
-	}
-	closedir(d);
-	if (n)
-		qsort(v, n, sizeof(*v), cmp_desc);
-	*out = v;
-	*n_out = n;
-	return 0;
-}
-
-static void log_load(es_log_level level, const es_servable *m, int64_t number,
+void es_serving_log_load(es_log_level level, const es_servable *m, int64_t number,
 		     const char *phase, es_version_state st, double seconds,
 		     const char *reason)
 {
@@ -349,148 +336,6 @@ static void log_load(es_log_level level, const es_servable *m, int64_t number,
 	es_log_end(&r);
 }
 
-/* Loads one version: the engine model and one session per device stream. */
-static int version_create(es_servable *m, int64_t number, es_version **out,
-			  es_error *err)
-{
-	es_device *dev = m->dev;
-	es_server *s = m->srv;
-	int rc;
-	char *path = version_path(m->base_path, number, "model.onnx");
-	es_version *v = calloc(1, sizeof(*v));
-	if (!path || !v) {
-		rc = es_error_set(err, ES_ENOMEM, "out of memory");
-		goto out_free;
-	}
-	atomic_init(&v->refs, 1);
-	v->servable = m;
-	v->number = number;
-	if ((rc = es_model_load(path, NULL, &v->model, err)))
-		goto out_free;
-	v->sessions = calloc((size_t)dev->streams, sizeof(*v->sessions));
-	if (!v->sessions) {
-		rc = es_error_set(err, ES_ENOMEM, "out of memory");
-		goto out_free;
-	}
-	es_session_options so = { .threads = dev->threads };
-	for (int k = 0; k < dev->streams; k++, v->n_sessions++)
-		if ((rc = es_session_create(v->model, &so, &v->sessions[k], err)))
-			goto out_free;
-	if (s->metrics) {
-		char ver[24];
-		snprintf(ver, sizeof(ver), "%lld", (long long)number);
-		const char *labels[] = { m->name, ver, dev->name, NULL };
-		v->m_queue_wait = es_metric_get(s->f_queue_wait, labels);
-		v->m_inference = es_metric_get(s->f_inference, labels);
-	}
-	free(path);
-	*out = v;
-	return 0;
-out_free:
-	if (v)
-		version_free(v);
-	free(path);
-	return rc;
-}
-
-static void load_version(es_servable *m, int64_t number)
-{
-	es_server *s = m->srv;
-	es_error err = { 0 };
-	es_version *v = NULL;
-	uint64_t t0 = es_now_ns();
-
-	log_load(ES_LOG_INFO, m, number, "start", ES_VS_LOADING, -1, NULL);
-	table_set(m, number, ES_VS_LOADING, NULL, NULL);
-	int rc = version_create(m, number, &v, &err);
-	double seconds = (double)(es_now_ns() - t0) / 1e9;
-	if (rc) {
-		if (!err.msg[0])
-			snprintf(err.msg, sizeof(err.msg), "%s", es_strerror(rc));
-		es_serving_scrub_paths(err.msg, sizeof(err.msg), m->base_path, m->name);
-		table_set(m, number, ES_VS_FAILED, err.msg, NULL);
-		es_counter_add(m->m_load_failures, 1);
-		log_load(ES_LOG_ERROR, m, number, "failed", ES_VS_FAILED, seconds, err.msg);
-		return;
-	}
-	if (table_set(m, number, ES_VS_AVAILABLE, NULL, v)) {
-		es_counter_add(m->m_load_failures, 1);
-		log_load(ES_LOG_ERROR, m, number, "failed", ES_VS_FAILED, seconds,
-			 "out of memory");
-		return;
-	}
-	if (s->f_load_seconds) {
-		char ver[24];
-		snprintf(ver, sizeof(ver), "%lld", (long long)number);
-		const char *labels[] = { m->name, ver, NULL };
-		es_gauge_set(es_metric_get(s->f_load_seconds, labels), seconds);
-	}
-	log_load(ES_LOG_INFO, m, number, "end", ES_VS_AVAILABLE, seconds, NULL);
-}
-
-static void fail_version(es_servable *m, int64_t number, const char *reason)
-{
-	table_set(m, number, ES_VS_FAILED, reason, NULL);
-	es_counter_add(m->m_load_failures, 1);
-	log_load(ES_LOG_ERROR, m, number, "failed", ES_VS_FAILED, -1, reason);
-}
-
-/*
- * Applies the version policy to what is on disk and loads the chosen
- * versions, highest first (so the default version is ready soonest).
- */
-static void servable_load(es_servable *m)
-{
-	es_error err = { 0 };
-	int64_t *disk = NULL;
-	size_t n_disk = 0;
-	if (list_versions(m, &disk, &n_disk, &err)) {
-		es_serving_scrub_paths(err.msg, sizeof(err.msg), m->base_path, m->name);
-		es_counter_add(m->m_load_failures, 1);
-		es_log_msg(ES_LOG_ERROR, "model_load", "%s", err.msg);
-		return;
-	}
-	const es_version_policy *p = &m->policy;
-	if (p->kind == ES_POLICY_SPECIFIC) {
-		int64_t *want = malloc((p->n_versions + 1) * sizeof(*want));
-		if (!want)
-			goto out;
-		memcpy(want, p->versions, p->n_versions * sizeof(*want));
-		qsort(want, p->n_versions, sizeof(*want), cmp_desc);
-		for (size_t i = 0; i < p->n_versions; i++)
-			table_set(m, want[i], ES_VS_START, NULL, NULL);
-		for (size_t i = 0; i < p->n_versions; i++) {
-			bool on_disk = false;
-			for (size_t k = 0; k < n_disk; k++)
-				if (disk[k] == want[i])
-					on_disk = true;
-			if (on_disk) {
-				load_version(m, want[i]);
-				continue;
-			}
-			char *dir = version_path(m->base_path, want[i], "");
-			fail_version(m, want[i], is_dir(dir)
-				     ? "version directory has no model.onnx"
-				     : "version directory not found");
-			free(dir);
-		}
-		free(want);
-		goto out;
-	}
-	size_t n = n_disk;
-	if (p->kind == ES_POLICY_LATEST && (size_t)p->num_versions < n)
-		n = (size_t)p->num_versions;
-	for (size_t i = 0; i < n; i++)
-		table_set(m, disk[i], ES_VS_START, NULL, NULL);
-	for (size_t i = 0; i < n; i++)
-		load_version(m, disk[i]);
-	if (!n)
-		es_log_msg(ES_LOG_WARN, "model_load", "model '%s' has no version directory with a model.onnx",
-			   m->name);
-out:
-	free(disk);
-}
-
 /* ---- servables -------------------------------------------------------------------- */
 
 static void servable_free(es_servable *m)
@@ -499,28 +344,54 @@ static void servable_free(es_servable *m)
 		return;
 	table_free(atomic_load(&m->table));
 	pthread_mutex_destroy(&m->write_mu);
+	pthread_mutex_destroy(&m->life_mu);
+	void *ext = atomic_load(&m->ext);
+	if (ext && m->srv->ext_free)
+		m->srv->ext_free(ext);
+	free(m->marks);
 	free(m->policy.versions);
 	free(m->name);
 	free(m->base_path);
 	free(m);
 }
 
-static int servable_create(es_server *s, const es_server_config *cfg,
-			   const es_model_config *mc, es_servable **out, es_error *err)
+/* Remembers m for destruction at server end. */
+static int keep_servable(es_server *s, es_servable *m)
+{
+	if (s->n_all == s->cap_all) {
+		size_t ncap = s->cap_all ? s->cap_all * 2 : 8;
+		es_servable **n = realloc(s->all, ncap * sizeof(*n));
+		if (!n)
+			return ES_ENOMEM;
+		s->all = n;
+		s->cap_all = ncap;
+	}
+	s->all[s->n_all++] = m;
+	return 0;
+}
+
+es_servable *es_servable_new(es_server *s, const es_model_config *mc,
+			     const char *default_device, es_error *err)
 {
 	es_servable *m = calloc(1, sizeof(*m));
-	if (!m)
-		return es_error_set(err, ES_ENOMEM, "out of memory");
+	if (!m) {
+		es_error_set(err, ES_ENOMEM, "out of memory");
+		return NULL;
+	}
 	m->srv = s;
 	pthread_mutex_init(&m->write_mu, NULL);
+	pthread_mutex_init(&m->life_mu, NULL);
 	atomic_init(&m->epoch, 0);
 	atomic_init(&m->readers[0], 0);
 	atomic_init(&m->readers[1], 0);
+	atomic_init(&m->ext, NULL);
 	m->table = calloc(1, sizeof(es_vtable)); /* empty: no versions yet */
 	m->name = strdup(mc->name);
 	m->base_path = strdup(mc->base_path);
 	m->policy = mc->policy;
 	m->policy.versions = NULL;
+	m->keep_previous = mc->keep_previous;
+	m->warmup = mc->warmup >= 0 ? mc->warmup : s->default_warmup;
 	if (mc->policy.n_versions) {
 		m->policy.versions = malloc(mc->policy.n_versions * sizeof(int64_t));
 		if (m->policy.versions)
@@ -530,22 +401,47 @@ static int servable_create(es_server *s, const es_server_config *cfg,
 	if (!m->table || !m->name || !m->base_path ||
 	    (mc->policy.n_versions && !m->policy.versions)) {
 		servable_free(m);
-		return es_error_set(err, ES_ENOMEM, "out of memory");
+		es_error_set(err, ES_ENOMEM, "out of memory");
+		return NULL;
 	}
 	m->dev = es_sched_find_device(s, mc->target_device ? mc->target_device
-				      : cfg->devices[0].name);
+				      : default_device);
 	if (!m->dev) {
 		servable_free(m);
-		return es_error_set(err, ES_EINVAL, "model '%s': unknown target_device", mc->name);
+		es_error_set(err, ES_EINVAL, "model '%s': unknown target_device", mc->name);
+		return NULL;
+	}
+	if (keep_servable(s, m)) {
+		servable_free(m);
+		es_error_set(err, ES_ENOMEM, "out of memory");
+		return NULL;
 	}
 	if (s->metrics) {
 		const char *l1[] = { m->name, NULL };
 		const char *l2[] = { m->name, m->dev->name, NULL };
+		const char *lo[] = { m->name, "onnx", NULL };
+		const char *lc[] = { m->name, "cache", NULL };
 		m->m_load_failures = es_metric_get(s->f_load_failures, l1);
 		m->m_deadline = es_metric_get(s->f_deadline, l2);
+		m->m_default_changes = es_metric_get(s->f_default_changes, l1);
+		m->m_rollbacks = es_metric_get(s->f_rollbacks, l1);
+		m->m_compile_onnx = es_metric_get(s->f_compile, lo);
+		m->m_compile_cache = es_metric_get(s->f_compile, lc);
 	}
-	*out = m;
-	return 0;
+	return m;
+}
+
+void *es_servable_ext(es_servable *m, void *val)
+{
+	void *expected = NULL;
+	if (atomic_compare_exchange_strong(&m->ext, &expected, val))
+		return val;
+	return expected;
+}
+
+void es_server_set_ext_free(es_server *s, void (*free_fn)(void *))
+{
+	s->ext_free = free_fn;
 }
 
 const char *es_servable_name(const es_servable *m)
@@ -596,10 +492,10 @@ int es_servable_acquire(es_servable *m, int64_t version, es_version **out,
 	int rc = 0;
 	const es_vt_entry *hit = NULL;
 	es_vtable *t = table_read_lock(m, &slot);
-	for (size_t i = 0; i < t->n; i++) {
-		const es_vt_entry *e = &t->e[i];
-		if (version ? e->number == version : e->state == ES_VS_AVAILABLE) {
-			hit = e;
+	int64_t want = version ? version : es_table_default(t);
+	for (size_t i = 0; want && i < t->n; i++) {
+		if (t->e[i].number == want) {
+			hit = &t->e[i];
 			break;
 		}
 	}
@@ -634,6 +530,7 @@ static void register_metrics(es_server *s)
 	static const char *const mv[] = { "model", "version", NULL };
 	static const char *const mvs[] = { "model", "version", "state", NULL };
 	static const char *const mo[] = { "model", NULL };
+	static const char *const ms[] = { "model", "source", NULL };
 	es_metrics *r = s->metrics;
 	if (!r)
 		return;
@@ -655,11 +552,39 @@ static void register_metrics(es_server *s)
 	s->f_deadline = es_metrics_counter(r, "edgeserve_deadline_exceeded_total",
 		"Requests whose deadline passed while they were queued.", md);
 	s->f_load_seconds = es_metrics_gauge(r, "edgeserve_model_load_seconds",
-		"Time taken to load a model version.", mv);
+		"Time taken to load a model version: compile or cache read, validation and warmup.",
+		mv);
 	s->f_version_state = es_metrics_gauge(r, "edgeserve_model_version_state",
 		"Model version state: 1 for the current state, 0 otherwise.", mvs);
 	s->f_load_failures = es_metrics_counter(r, "edgeserve_model_load_failures_total",
 		"Model versions that failed to load.", mo);
+	s->f_default_changes = es_metrics_counter(r, "edgeserve_model_default_changes_total",
+		"Times the version answering requests without a version changed.", mo);
+	s->f_rollbacks = es_metrics_counter(r, "edgeserve_model_rollbacks_total",
+		"Rollbacks to the previous default version.", mo);
+	s->f_warmup = es_metrics_counter(r, "edgeserve_model_warmup_inferences_total",
+		"Warmup inferences run on a model version before it became AVAILABLE (not counted in the inference histograms).",
+		mv);
+	s->f_compile = es_metrics_histogram(r, "edgeserve_model_compile_duration_seconds",
+		"Time to compile a model version from ONNX (source onnx) or read its compiled form from the cache (source cache).",
+		ms, NULL, 0);
+}
+
+int es_server_publish_models(es_server *s, es_model_list *l)
+{
+	if (s->n_lists == s->cap_lists) {
+		size_t ncap = s->cap_lists ? s->cap_lists * 2 : 4;
+		es_model_list **n = realloc(s->lists, ncap * sizeof(*n));
+		if (!n) {
+			free(l);
+			return ES_ENOMEM;
+		}
+		s->lists = n;
+		s->cap_lists = ncap;
+	}
+	s->lists[s->n_lists++] = l;
+	atomic_store(&s->models, l);
+	return 0;
 }
 
 int es_server_create(const es_server_config *cfg, es_metrics *metrics,
@@ -672,24 +597,45 @@ int es_server_create(const es_server_config *cfg, es_metrics *metrics,
 	if (!s)
 		return es_error_set(err, ES_ENOMEM, "out of memory");
 	s->metrics = metrics;
+	s->cfg = cfg;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->ncpu = ncpu < 1 ? 1 : ncpu > ES_MAX_THREADS ? ES_MAX_THREADS : (int)ncpu;
+	s->poll_wait_s = cfg->poll_wait_s;
+	s->default_warmup = cfg->default_warmup;
 	atomic_init(&s->draining, false);
+	pthread_mutex_init(&s->reload_mu, NULL);
+	pthread_mutex_init(&s->poll_mu, NULL);
+	pthread_cond_init(&s->poll_cv, NULL);
+	pthread_mutex_init(&s->ended_mu, NULL);
+	pthread_cond_init(&s->ended_cv, NULL);
+	s->life_sync_ready = true;
 	register_metrics(s);
+	if (cfg->cache_dir && !(s->cache = es_mcache_open(cfg->cache_dir, metrics))) {
+		rc = es_error_set(err, ES_ENOMEM, "out of memory");
+		goto fail;
+	}
 	if ((rc = es_sched_start(s, cfg, err)))
 		goto fail;
-	s->models = calloc(cfg->n_models + 1, sizeof(*s->models));
-	if (!s->models) {
+	es_model_list *l = calloc(1, sizeof(*l) + (cfg->n_models + 1) * sizeof(l->m[0]));
+	if (!l || es_server_publish_models(s, l)) {
 		rc = es_error_set(err, ES_ENOMEM, "out of memory");
 		goto fail;
 	}
 	for (size_t i = 0; i < cfg->n_models; i++) {
-		if ((rc = servable_create(s, cfg, &cfg->models[i], &s->models[i], err)))
+		es_servable *m = es_servable_new(s, &cfg->models[i], cfg->devices[0].name, err);
+		if (!m) {
+			rc = err ? err->code : ES_ENOMEM;
 			goto fail;
-		s->n_models++;
+		}
+		l->m[l->n++] = m;
 	}
-	for (size_t i = 0; i < s->n_models; i++)
-		servable_load(s->models[i]);
+	if ((rc = es_life_start(s, err)))
+		goto fail;
+	es_actor who = { "startup", NULL };
+	pthread_mutex_lock(&s->reload_mu);
+	for (size_t i = 0; i < l->n; i++)
+		es_life_sync(l->m[i], ES_SYNC_STARTUP, &who);
+	pthread_mutex_unlock(&s->reload_mu);
 	*out = s;
 	return 0;
 fail:
@@ -697,15 +643,34 @@ fail:
 	return rc;
 }
 
+void es_server_set_config_reader(es_server *s, es_config_reader_fn fn, void *ctx)
+{
+	s->reader = fn;
+	s->reader_ctx = ctx;
+}
+
 void es_server_destroy(es_server *s)
 {
 	if (!s)
 		return;
 	es_server_drain(s, 0);
+	es_life_stop(s);
 	es_sched_stop(s);
-	for (size_t i = 0; i < s->n_models; i++)
-		servable_free(s->models[i]);
-	free(s->models);
+	for (size_t i = 0; i < s->n_all; i++)
+		servable_free(s->all[i]);
+	free(s->all);
+	for (size_t i = 0; i < s->n_lists; i++)
+		free(s->lists[i]);
+	free(s->lists);
+	free(s->ended);
+	es_mcache_close(s->cache);
+	if (s->life_sync_ready) {
+		pthread_mutex_destroy(&s->reload_mu);
+		pthread_mutex_destroy(&s->poll_mu);
+		pthread_cond_destroy(&s->poll_cv);
+		pthread_mutex_destroy(&s->ended_mu);
+		pthread_cond_destroy(&s->ended_cv);
+	}
 	free(s);
 }
 
@@ -713,28 +678,39 @@ bool es_server_ready(es_server *s)
 {
 	if (atomic_load(&s->draining))
 		return false;
-	for (size_t i = 0; i < s->n_models; i++)
-		if (!es_servable_ready(s->models[i], 0))
+	const es_model_list *l = es_server_models(s);
+	for (size_t i = 0; i < l->n; i++)
+		if (!es_servable_ready(l->m[i], 0))
 			return false;
 	return true;
 }
 
-size_t es_server_num_models(const es_server *s)
+static const es_model_list empty_list = { 0 };
+
+const es_model_list *es_server_models(es_server *s)
 {
-	return s->n_models;
+	const es_model_list *l = atomic_load(&s->models);
+	return l ? l : &empty_list;
+}
+
+size_t es_server_num_models(es_server *s)
+{
+	return es_server_models(s)->n;
 }
 
 es_servable *es_server_model_at(es_server *s, size_t i)
 {
-	return i < s->n_models ? s->models[i] : NULL;
+	const es_model_list *l = es_server_models(s);
+	return i < l->n ? l->m[i] : NULL;
 }
 
 es_servable *es_server_find_model(es_server *s, const char *name)
 {
 	if (!name)
 		return NULL;
-	for (size_t i = 0; i < s->n_models; i++)
-		if (!strcmp(s->models[i]->name, name))
-			return s->models[i];
+	const es_model_list *l = es_server_models(s);
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcmp(l->m[i]->name, name))
+			return l->m[i];
 	return NULL;
 }

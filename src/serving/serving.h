@@ -49,6 +49,10 @@ typedef struct es_model_config {
 	char *target_device; /* device name; NULL = the first device */
 	int nireq;           /* OVMS compatibility: accepted, used as queue size
 			      * hint when the device sets none */
+	bool keep_previous;  /* keep the previous default version loaded for
+			      * an instant rollback (default false) */
+	int warmup;          /* inferences per stream before a version is
+			      * AVAILABLE; -1 = the server's default */
 } es_model_config;
 
 typedef struct es_server_config {
@@ -64,6 +68,11 @@ typedef struct es_server_config {
 	int exit_timeout_s;         /* graceful shutdown bound; default 30 */
 	bool metrics_enable;        /* default true */
 	char *log_level;            /* "INFO" */
+	/* lifecycle */
+	int poll_wait_s;            /* --file_system_poll_wait_seconds: watch the
+				     * repository every N s (default 1; 0 off) */
+	char *cache_dir;            /* compiled-model cache; NULL = none */
+	int default_warmup;         /* warmup runs when a model sets none (1) */
 	/* what to serve */
 	es_device_config *devices; /* at least one after loading defaults */
 	size_t n_devices;
@@ -134,7 +143,9 @@ void es_server_destroy(es_server *s);
 /* True when every model has at least one AVAILABLE version. */
 bool es_server_ready(es_server *s);
 
-size_t es_server_num_models(const es_server *s);
+/* Equivalent to es_server_models(s)->n and ->m[i] (NULL past the end); two
+ * calls may see different lists while a reload runs: prefer the snapshot. */
+size_t es_server_num_models(es_server *s);
 es_servable *es_server_model_at(es_server *s, size_t i);
 es_servable *es_server_find_model(es_server *s, const char *name);
 const char *es_servable_name(const es_servable *m);
@@ -202,6 +213,81 @@ struct es_request {
  * ES_ECANCELED while draining.
  */
 int es_server_submit(es_server *s, es_request *r, es_error *err);
+
+/* ---- lifecycle ------------------------------------------------------------
+ *
+ * A version goes START -> LOADING -> AVAILABLE -> UNLOADING -> END, or to
+ * FAILED with a reason. Loading (hash, compile or read the compiled-model
+ * cache, pre-flight validation, warmup) happens off the request path; the
+ * version is published by one atomic table swap when it is ready. A version
+ * leaving service is taken out of the table at once (UNLOADING) and freed
+ * when the last request holding it finishes (END).
+ *
+ * The default version of a model (what version 0 means) is the highest
+ * AVAILABLE one, unless a rollback pinned it.
+ */
+
+/* Who asked for a lifecycle change, for the log ("repository poll",
+ * "config reload from 127.0.0.1", ...). */
+typedef struct es_actor {
+	const char *who;    /* "api", "poll", "startup" */
+	const char *remote; /* client address, or NULL */
+} es_actor;
+
+/*
+ * Where the configuration comes from, so that a reload can read it again:
+ * fills cfg (already defaulted by the caller) with the models; the server
+ * settings of the new cfg are ignored except its models.
+ */
+typedef int (*es_config_reader_fn)(void *ctx, es_server_config *cfg, es_error *err);
+void es_server_set_config_reader(es_server *s, es_config_reader_fn fn, void *ctx);
+
+/*
+ * Re-reads the configuration and applies it: models added, removed or
+ * changed (base_path, target_device, version policy, keep_previous,
+ * warmup), then every model's versions reconciled with the repository.
+ * Nothing is applied when the new configuration is invalid (err names the
+ * problem; no host paths) or changes devices (they need a restart).
+ * *changed tells whether anything was loaded, unloaded, added or removed.
+ * Serialised with the repository poll; may take as long as the loads.
+ */
+int es_server_reload(es_server *s, const es_actor *who, bool *changed,
+		     es_error *err);
+
+/* Result of a rollback. */
+typedef struct es_rollback_result {
+	int64_t from; /* the default version before */
+	int64_t to;   /* the default version now */
+} es_rollback_result;
+
+/*
+ * Makes the previous default version (kept loaded by keep_previous) the
+ * default at once and retires the current one, which will not be loaded
+ * again while its directory exists (until a restart). Fails with
+ * ES_EUNAVAILABLE when no previous version is loaded (the message says
+ * why). A version newer than the retired one ends the rollback when it
+ * becomes AVAILABLE.
+ */
+int es_servable_rollback(es_servable *m, const es_actor *who,
+			 es_rollback_result *out, es_error *err);
+/* The version requests without a version get now (0: none available). */
+int64_t es_servable_default_version(es_servable *m);
+
+/* Models served now: a snapshot that stays valid for the server's life. */
+typedef struct es_model_list {
+	size_t n;
+	es_servable *m[];
+} es_model_list;
+const es_model_list *es_server_models(es_server *s);
+
+/*
+ * One pointer per model for the layer above (the api keeps its per-model
+ * metric children there). Set once: returns the value in place, which is
+ * val if the slot was empty. free_fn (set once per server, may be NULL) is
+ * called on every set slot when the server is destroyed.
+ */
+void *es_servable_ext(es_servable *m, void *val);
+void es_server_set_ext_free(es_server *s, void (*free_fn)(void *));
 
 /* Per-device facts for metadata and metrics. */
 typedef struct es_device_status {

@@ -4,9 +4,15 @@
  *
  * Locking, from outside in (a thread never takes an earlier lock while
  * holding a later one):
+ *   es_server.reload_mu   serialises repository polls and reloads (held
+ *                         across loads)
+ *   es_servable.life_mu   a model's lifecycle bookkeeping: marks, previous
+ *                         and default versions (held briefly, never across
+ *                         a load, so a rollback is never kept waiting)
  *   es_servable.write_mu  serialises version table writers (load, unload)
  *   es_server.reaper_mu   the reaper's sleep and its planned wake-up
  *   es_device.mu          one device's queue, counters and workers
+ *   es_server.ended_mu, es_server.poll_mu   leaves
  * Readers of a version table take no lock (see "version tables" below).
  */
 #ifndef ES_SERVING_SERVING_INT_H
@@ -17,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "obs/log.h"
 #include "serving/serving.h"
 
 /* Queue capacity of a device that sets no max_queue_size and whose models
@@ -122,6 +129,7 @@ typedef struct es_vt_entry {
 
 typedef struct es_vtable {
 	size_t n;
+	int64_t pinned;  /* default version chosen by a rollback; 0: none */
 	es_vt_entry e[]; /* highest version first */
 } es_vtable;
 
@@ -135,33 +143,100 @@ struct es_version {
 	es_model *model;
 	es_session **sessions; /* one per stream of the model's device */
 	int n_sessions;
+	bool published;        /* was AVAILABLE: its end is reported */
 	es_metric_child *m_queue_wait, *m_inference;
 };
+
+/* What the lifecycle remembers about one version number (life_mu). */
+typedef struct es_vmark {
+	int64_t number;
+	bool seen;           /* seen_fp holds the listing of the last poll */
+	uint64_t seen_fp;
+	bool failed;         /* failed with these files: not retried until
+			      * they change */
+	uint64_t failed_fp;
+	bool rolled_back;    /* retired by a rollback: not loaded again while
+			      * its directory exists */
+	bool on_disk;        /* in the last listing */
+} es_vmark;
 
 struct es_servable {
 	es_server *srv;
 	char *name;
 	char *base_path;
-	es_version_policy policy; /* a copy; versions owned */
+	es_version_policy policy; /* a copy; versions owned (life_mu) */
 	es_device *dev;
+	bool keep_previous;       /* life_mu */
+	int warmup;               /* resolved run count (life_mu) */
 
 	_Atomic(es_vtable *) table;
 	atomic_uint epoch;
 	atomic_uint readers[2];
 	pthread_mutex_t write_mu;
 
-	es_metric_child *m_load_failures, *m_deadline;
+	/* lifecycle, under life_mu */
+	pthread_mutex_t life_mu;
+	int64_t cur_default;  /* default version after the last table change */
+	int64_t prev_default; /* the default before it, kept for rollback */
+	int64_t pin_from;     /* the version a rollback retired (0: none) */
+	es_vmark *marks;
+	size_t n_marks, cap_marks;
+	bool retired;         /* removed from the configuration */
+	uint64_t list_err;    /* hash of the last listing error (0: none) */
+
+	_Atomic(void *) ext;  /* es_servable_ext */
+
+	es_metric_child *m_load_failures, *m_deadline, *m_default_changes,
+		*m_rollbacks, *m_compile_onnx, *m_compile_cache;
 };
 
+/* A version that ended (its last reference dropped), reported to the
+ * lifecycle thread so its table entry can say END. */
+typedef struct es_ended {
+	es_servable *m;
+	int64_t number;
+} es_ended;
+
+struct es_mcache;
+
 struct es_server {
+	const es_server_config *cfg; /* what it was started with */
 	es_metrics *metrics;
 	int ncpu;
 	atomic_bool draining;
 
 	es_device *devices;
 	size_t n_devices;
-	es_servable **models;
-	size_t n_models;
+	_Atomic(es_model_list *) models; /* what is served now */
+	es_model_list **lists;           /* every list ever published; freed
+					  * at destroy (readers keep none) */
+	size_t n_lists, cap_lists;
+	es_servable **all;               /* every servable ever created */
+	size_t n_all, cap_all;
+	void (*ext_free)(void *);
+
+	/* lifecycle */
+	int poll_wait_s;
+	int default_warmup;
+	struct es_mcache *cache;         /* NULL: no compiled-model cache */
+	es_config_reader_fn reader;
+	void *reader_ctx;
+	pthread_mutex_t reload_mu;
+	/* the poll thread sleeps on poll_cv until the next poll or stop */
+	pthread_mutex_t poll_mu;
+	pthread_cond_t poll_cv;
+	bool poll_stop;
+	bool poll_started;
+	pthread_t poller;
+	/* the end thread marks ended versions END */
+	pthread_mutex_t ended_mu;
+	pthread_cond_t ended_cv;
+	es_ended *ended;
+	size_t n_ended, cap_ended;
+	bool ended_stop;
+	bool ended_started;
+	pthread_t ender;
+	bool life_sync_ready;
 
 	/* The reaper completes queued requests whose deadline passed. It sleeps
 	 * until reaper_wake_ns; a submitter with an earlier deadline lowers it
@@ -177,7 +252,52 @@ struct es_server {
 	/* metric families (NULL without a registry) */
 	es_metric *f_queue_wait, *f_inference, *f_queue_size, *f_queue_capacity,
 		*f_active, *f_streams, *f_rejections, *f_deadline,
-		*f_load_seconds, *f_version_state, *f_load_failures;
+		*f_load_seconds, *f_version_state, *f_load_failures,
+		*f_default_changes, *f_rollbacks, *f_compile, *f_warmup;
 };
+
+/* ---- lifecycle (lifecycle.c) ---------------------------------------------- */
+
+/* How a reconcile found the versions it loads. */
+typedef enum es_sync_mode {
+	ES_SYNC_STARTUP, /* files taken as complete */
+	ES_SYNC_RELOAD,  /* files taken as complete */
+	ES_SYNC_POLL,    /* new directories must settle first */
+} es_sync_mode;
+
+/* Brings m's loaded versions in line with its policy and the disk. Caller
+ * holds s->reload_mu. Returns true when anything was loaded or unloaded. */
+bool es_life_sync(es_servable *m, es_sync_mode mode, const es_actor *who);
+/* Starts the poll and end threads; es_life_stop joins them. */
+int es_life_start(es_server *s, es_error *err);
+void es_life_stop(es_server *s);
+/* Takes every version of m out of service (configuration removal). */
+void es_life_retire(es_servable *m, const es_actor *who);
+
+/* ---- repository.c internals used by lifecycle.c ---------------------------- */
+
+/* Edits m's table under write_mu: fn changes the copy t (which has room for
+ * one more entry than the current table, t->n set to the current count).
+ * Returns fn's result; the copy is published only when it returns 0. */
+typedef int (*es_table_edit_fn)(es_vtable *t, void *ctx);
+int es_table_edit(es_servable *m, es_table_edit_fn fn, void *ctx);
+/* Sets version number's entry (added in order when missing) to st with
+ * reason and v (taking over the caller's reference; NULL drops the entry's
+ * version). */
+int es_table_set(es_servable *m, int64_t number, es_version_state st,
+		 const char *reason, es_version *v);
+/* Updates edgeserve_model_version_state for one version. */
+void es_serving_state_metric(es_servable *m, int64_t number, es_version_state st);
+/* The version requests without one get from table t (0: none). */
+int64_t es_table_default(const es_vtable *t);
+/* Reads m's table (a reader section) and copies what fn needs. */
+es_vtable *es_table_snapshot(es_servable *m);
+void es_serving_log_load(es_log_level level, const es_servable *m, int64_t number,
+			 const char *phase, es_version_state st, double seconds,
+			 const char *reason);
+es_servable *es_servable_new(es_server *s, const es_model_config *mc,
+			     const char *default_device, es_error *err);
+/* Publishes a model list (takes ownership of l). Caller holds reload_mu. */
+int es_server_publish_models(es_server *s, es_model_list *l);
 
 #endif

@@ -96,6 +96,10 @@ static void expect_error(void **state, const char *text, const char *needle)
 	if (rc == 0 || !strstr(err.msg, needle))
 		fail_msg("config %s\n  rc %d, message '%s'\n  expected a message with '%s'",
 			 text, rc, err.msg, needle);
+	/* messages may reach clients (a reload): the file by its name only */
+	scratch *sc = *state;
+	if (strstr(err.msg, sc->dir) || strstr(err.msg, "/tmp"))
+		fail_msg("message '%s' names the config file's directory", err.msg);
 	/* a failed load changes nothing */
 	assert_int_equal(cfg.n_models, 0);
 	assert_int_equal(cfg.n_devices, 1);
@@ -123,9 +127,14 @@ static void test_defaults(void **state)
 	assert_true(cfg.devices[0].streams >= 1);
 	assert_true(cfg.devices[0].max_queue_size >= 1);
 	assert_int_equal(cfg.n_models, 0);
+	assert_int_equal(cfg.poll_wait_s, 1);
+	assert_null(cfg.cache_dir);
+	assert_int_equal(cfg.default_warmup, 1);
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	cfg.cache_dir = strdup("/var/cache/edgeserve"); /* freed by es_config_free */
 	es_config_free(&cfg);
 	assert_null(cfg.devices);
+	assert_null(cfg.cache_dir);
 	assert_null(cfg.rest_bind_address);
 	es_config_free(&cfg); /* twice is harmless */
 }
@@ -199,6 +208,116 @@ static void test_load_ovms_file(void **state)
 	assert_int_equal(cfg.devices[1].max_queue_size, 4);
 
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+}
+
+/* keep_previous and warmup: per-model lifecycle keys (docs/lifecycle.md) */
+static void test_lifecycle_keys(void **state)
+{
+	es_server_config cfg;
+	es_error err;
+	int rc = load_text(*state,
+		"{\"model_config_list\": [\n"
+		"  {\"config\": {\"name\": \"a\", \"base_path\": \"/m/a\"}},\n"
+		"  {\"config\": {\"name\": \"b\", \"base_path\": \"/m/b\",\n"
+		"              \"keep_previous\": true, \"warmup\": 0}},\n"
+		"  {\"config\": {\"name\": \"c\", \"base_path\": \"/m/c\",\n"
+		"              \"keep_previous\": false, \"warmup\": 1000}},\n"
+		"  {\"config\": {\"warmup\": 7, \"name\": \"d\", \"base_path\": \"/m/d\"}}\n"
+		"]}\n", &cfg, &err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(cfg.n_models, 4);
+	/* absent: no rollback copy, the server's default warmup */
+	assert_false(cfg.models[0].keep_previous);
+	assert_int_equal(cfg.models[0].warmup, -1);
+	assert_true(cfg.models[1].keep_previous);
+	assert_int_equal(cfg.models[1].warmup, 0);
+	assert_false(cfg.models[2].keep_previous);
+	assert_int_equal(cfg.models[2].warmup, 1000);
+	assert_false(cfg.models[3].keep_previous);
+	assert_int_equal(cfg.models[3].warmup, 7);
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+}
+
+static void test_lifecycle_keys_invalid(void **state)
+{
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"keep_previous\": 1}}]}",
+		"model_config_list[0].config.keep_previous: expected a boolean (true or false), got a number");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"keep_previous\": \"true\"}}]}",
+		"keep_previous: expected a boolean (true or false), got a string");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"warmup\": 1001}}]}",
+		"model_config_list[0].config.warmup: expected an integer from 0 to 1000, got 1001");
+	/* -1 is how the server says "not set"; the file cannot say it */
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"warmup\": -1}}]}",
+		"warmup: expected an integer from 0 to 1000, got -1");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"warmup\": 2.5}}]}",
+		"warmup: expected an integer from 0 to 1000, got 2.5");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"warmup\": \"3\"}}]}",
+		"warmup: expected an integer from 0 to 1000, got a string");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"warmup\": 1, \"warmup\": 2}}]}",
+		"model_config_list[0].config: duplicate key 'warmup'");
+	/* near misses are unknown keys, named with their location */
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\","
+		" \"keep_previos\": true}}]}",
+		"model_config_list[0].config: unknown key 'keep_previos'");
+	expect_error(state,
+		"{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\"}},"
+		" {\"config\": {\"name\": \"n\", \"base_path\": \"p\", \"warmup_inferences\": 1}}]}",
+		"model_config_list[1].config: unknown key 'warmup_inferences'");
+	/* server settings are flags, not file keys */
+	expect_error(state, "{\"model_config_list\": [], \"cache_dir\": \"/tmp/c\"}",
+		     "top level: unknown key 'cache_dir'");
+}
+
+/* Messages name the config file by its last component: a reload sends them
+ * to the client that asked, and no host path may reach a client. */
+static void test_messages_name_no_directories(void **state)
+{
+	scratch *s = *state;
+	es_server_config cfg;
+	es_error err;
+	char dir_slash[PATH_MAX];
+
+	fmt(dir_slash, sizeof(dir_slash), "%s/", s->dir);
+	assert_int_equal(load_text(s, "{\"model_config_list\": 3}", &cfg, &err), ES_EINVAL);
+	assert_non_null(strstr(err.msg, "config file 'config.json': model_config_list: expected an array"));
+	assert_null(strstr(err.msg, s->dir));
+	es_config_free(&cfg);
+
+	assert_int_equal(load_text(s, "{\"model_config_list\": [", &cfg, &err), ES_EPARSE);
+	assert_non_null(strstr(err.msg, "config file 'config.json': invalid JSON at line 1"));
+	assert_null(strstr(err.msg, s->dir));
+	es_config_free(&cfg);
+
+	/* a directory given as the file: it opens but cannot be read */
+	es_config_defaults(&cfg);
+	memset(&err, 0, sizeof(err));
+	assert_int_not_equal(es_config_load_file(dir_slash, &cfg, &err), 0);
+	assert_null(strstr(err.msg, s->dir));
+	es_config_free(&cfg);
+
+	es_config_defaults(&cfg);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(es_config_scan_repository("/nonexistent/where/models/", &cfg, &err),
+			 ES_EIO);
+	assert_non_null(strstr(err.msg, "cannot open model repository 'models'"));
+	assert_null(strstr(err.msg, "/nonexistent"));
 	es_config_free(&cfg);
 }
 
@@ -338,7 +457,11 @@ static void test_missing_file(void **state)
 	es_error err = { 0 };
 	es_config_defaults(&cfg);
 	assert_int_equal(es_config_load_file("/nonexistent/edgeserve.json", &cfg, &err), ES_EIO);
-	assert_non_null(strstr(err.msg, "cannot open config file"));
+	assert_non_null(strstr(err.msg, "cannot open config file 'edgeserve.json'"));
+	assert_null(strstr(err.msg, "/nonexistent"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(es_config_load_file("edgeserve-missing.json", &cfg, &err), ES_EIO);
+	assert_non_null(strstr(err.msg, "cannot open config file 'edgeserve-missing.json'"));
 	es_config_free(&cfg);
 }
 
@@ -370,6 +493,8 @@ static void test_scan_repository(void **state)
 		assert_int_equal(cfg.models[i].policy.kind, ES_POLICY_LATEST);
 		assert_int_equal(cfg.models[i].policy.num_versions, 1);
 		assert_null(cfg.models[i].target_device);
+		assert_false(cfg.models[i].keep_previous);
+		assert_int_equal(cfg.models[i].warmup, -1);
 	}
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
 	es_config_free(&cfg);
@@ -453,6 +578,14 @@ static void test_validate(void **state)
 	expect_invalid(&cfg, "num_versions must be >= 1");
 	m->policy.num_versions = 3;
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	m->warmup = -2;
+	expect_invalid(&cfg, "model 'm': warmup: expected 0..1000");
+	m->warmup = 1001;
+	expect_invalid(&cfg, "model 'm': warmup: expected 0..1000");
+	m->warmup = -1;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	m->warmup = 0;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
 	free(m->base_path);
 	m->base_path = NULL;
 	expect_invalid(&cfg, "model 'm': base_path is not set");
@@ -492,6 +625,21 @@ static void test_validate(void **state)
 	expect_invalid(&cfg, "default_timeout_ms");
 	cfg.default_timeout_ms = 5;
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	cfg.poll_wait_s = -1;
+	expect_invalid(&cfg, "file_system_poll_wait_seconds: expected 0..86400, got -1");
+	cfg.poll_wait_s = 86401;
+	expect_invalid(&cfg, "file_system_poll_wait_seconds");
+	cfg.poll_wait_s = 0; /* polling off */
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	cfg.default_warmup = 1001;
+	expect_invalid(&cfg, "warmup_inferences: expected 0..1000, got 1001");
+	cfg.default_warmup = 0;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	cfg.cache_dir = strdup("");
+	expect_invalid(&cfg, "cache_dir: must not be empty");
+	free(cfg.cache_dir);
+	cfg.cache_dir = strdup("/var/cache/edgeserve");
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
 	es_config_free(&cfg);
 }
 
@@ -500,6 +648,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test_setup_teardown(test_load_ovms_file, scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_lifecycle_keys, scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_lifecycle_keys_invalid,
+						scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_messages_name_no_directories,
+						scratch_setup, scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_load_appends_to_existing_models,
 						scratch_setup, scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_default_queue_size_without_hint,

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/alloc.h"
 #include "base/status.h"
@@ -12,14 +13,27 @@ es_graph *es_graph_new(void)
 	return calloc(1, sizeof(es_graph));
 }
 
-void es_attr_clear(es_attr *a)
+bool es_graph_borrows(const es_graph *g, const void *p)
+{
+	/* inclusive end: an empty tensor may point just past the last byte */
+	const char *b = g ? g->backing : NULL;
+	return b && (const char *)p >= b && (const char *)p <= b + g->backing_len;
+}
+
+void es_graph_tensor_free(const es_graph *g, es_tensor *t)
+{
+	if (!t)
+		return;
+	if (!es_graph_borrows(g, t->data))
+		es_tensor_free_data(t);
+	free(t);
+}
+
+void es_attr_clear(const es_graph *g, es_attr *a)
 {
 	free(a->name);
 	free(a->s);
-	if (a->t) {
-		es_tensor_free_data(a->t);
-		free(a->t);
-	}
+	es_graph_tensor_free(g, a->t);
 	free(a->floats);
 	free(a->ints);
 	if (a->strings) {
@@ -30,18 +44,15 @@ void es_attr_clear(es_attr *a)
 	memset(a, 0, sizeof(*a));
 }
 
-static void value_clear(es_value *v)
+static void value_clear(const es_graph *g, es_value *v)
 {
 	free(v->name);
 	for (int d = 0; d < ES_MAX_DIMS; d++)
 		free(v->dim_params[d]);
-	if (v->constant) {
-		es_tensor_free_data(v->constant);
-		free(v->constant);
-	}
+	es_graph_tensor_free(g, v->constant);
 }
 
-static void node_clear(es_node *n)
+void es_graph_node_clear(const es_graph *g, es_node *n)
 {
 	if (n->op && n->op->fini && n->state)
 		n->op->fini(n->state);
@@ -51,7 +62,7 @@ static void node_clear(es_node *n)
 	free(n->inputs);
 	free(n->outputs);
 	for (int i = 0; i < n->n_attrs; i++)
-		es_attr_clear(&n->attrs[i]);
+		es_attr_clear(g, &n->attrs[i]);
 	free(n->attrs);
 }
 
@@ -59,10 +70,11 @@ void es_graph_free(es_graph *g)
 {
 	if (!g)
 		return;
-	for (int i = 0; i < g->n_values; i++)
-		value_clear(&g->values[i]);
+	/* kernel states first: they may point at constants */
 	for (int i = 0; i < g->n_nodes; i++)
-		node_clear(&g->nodes[i]);
+		es_graph_node_clear(g, &g->nodes[i]);
+	for (int i = 0; i < g->n_values; i++)
+		value_clear(g, &g->values[i]);
 	for (int i = 0; i < g->n_opsets; i++)
 		free(g->opsets[i].domain);
 	free(g->opsets);
@@ -71,6 +83,8 @@ void es_graph_free(es_graph *g)
 	free(g->inputs);
 	free(g->outputs);
 	free(g->name);
+	if (g->backing)
+		munmap(g->backing, g->backing_len);
 	free(g);
 }
 

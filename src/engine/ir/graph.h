@@ -41,7 +41,7 @@ typedef struct es_attr {
 	float f;
 	int64_t i;
 	char *s;
-	es_tensor *t; /* owned; t->data owned */
+	es_tensor *t; /* owned; t->data owned unless the graph borrows it */
 	size_t n;     /* element count of floats/ints/strings */
 	float *floats;
 	int64_t *ints;
@@ -54,7 +54,8 @@ typedef struct es_value {
 	int ndim;                  /* -1: rank unknown */
 	int64_t dims[ES_MAX_DIMS]; /* -1: dimension unknown */
 	char *dim_params[ES_MAX_DIMS];
-	es_tensor *constant;       /* initializer or folded constant (owned) */
+	es_tensor *constant;       /* initializer or folded constant (owned;
+				    * data may be borrowed, see es_graph) */
 	int producer;              /* node index, or -1 */
 	int n_consumers;           /* count of node inputs reading it */
 	bool is_input;             /* graph input fed by the caller */
@@ -83,6 +84,13 @@ typedef struct es_opset_import {
 	int64_t version;
 } es_opset_import;
 
+/*
+ * A graph loaded from a compiled form borrows its constant data from a
+ * read-only mapping of that file: tensor data (of values and of tensor
+ * attributes) that lies inside [backing, backing + backing_len) belongs to
+ * the mapping, is never freed on its own and must never be written (the
+ * pages are PROT_READ). es_graph_free unmaps it last.
+ */
 typedef struct es_graph {
 	es_value *values;
 	int n_values, cap_values;
@@ -95,11 +103,24 @@ typedef struct es_graph {
 	es_opset_import *opsets;
 	int n_opsets;
 	char *name;
+	void *backing;      /* read-only file mapping, or NULL (owned) */
+	size_t backing_len;
 } es_graph;
 
 /* Creates an empty graph. Owner frees with es_graph_free. */
 es_graph *es_graph_new(void);
+/* Frees everything the graph owns, kernel states (op->fini) included, and
+ * unmaps its backing mapping after everything that points into it. */
 void es_graph_free(es_graph *g);
+
+/* True when p points into g's backing mapping (data the graph borrows). */
+bool es_graph_borrows(const es_graph *g, const void *p);
+/* Frees a tensor held by g (a value's constant, an attribute's tensor):
+ * its data unless g borrows it from the backing mapping, then the struct. */
+void es_graph_tensor_free(const es_graph *g, es_tensor *t);
+/* Frees a node's contents (not the struct): kernel state via op->fini when
+ * op and state are set, names, input/output lists and attributes. */
+void es_graph_node_clear(const es_graph *g, es_node *n);
 
 /* Appends a value named `name` (copied) and returns its index, or -1 when
  * out of memory. Names need not be unique at this point; the loader keeps a
@@ -121,8 +142,9 @@ int64_t es_graph_opset(const es_graph *g, const char *domain);
  */
 int es_graph_finalize(es_graph *g, es_error *err);
 
-/* Frees an attribute's contents (not the struct). */
-void es_attr_clear(es_attr *a);
+/* Frees an attribute's contents (not the struct) of an attribute held by g;
+ * tensor data g borrows from its backing mapping is left alone. */
+void es_attr_clear(const es_graph *g, es_attr *a);
 
 /* ---- attribute access for kernels ------------------------------------- */
 const es_attr *es_node_attr(const es_node *n, const char *name);
