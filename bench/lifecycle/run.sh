@@ -136,21 +136,25 @@ metric() {
 			END { printf "%g\n", s + 0 }'
 }
 
-# start_server LOG ARGS...: starts edgeserve serve, waits for server_ready
-# (or its death); sets es_pid, es_port and start_wall_s.
+# start_server LOG ARGS...: starts edgeserve serve and waits until it says
+# "serving on http://..." on stdout (printed at every log level, right
+# after the server_ready log line), or dies; sets es_pid, es_port and
+# start_wall_s (seconds from the exec).
 start_server() {
 	local log=$1
 	shift
-	local t0 t1
+	local t0 t1 line
 	t0=$(now)
 	"$edgeserve" serve --rest_port 0 --rest_bind_address 127.0.0.1 "$@" \
 		>"$log.out" 2>"$log" &
 	es_pid=$!
-	for _ in $(seq 6000); do # 10 min at most: a model that big is a finding
-		if grep -q '"event":"server_ready"' "$log" 2>/dev/null; then
+	local deadline=$((SECONDS + 600)) # 10 min: a model that slow is a finding
+	while [ $SECONDS -lt $deadline ]; do
+		line=$(grep -m1 'serving on http://' "$log.out" 2>/dev/null || true)
+		if [ -n "$line" ]; then
 			t1=$(now)
 			start_wall_s=$(calc "$t1 - $t0")
-			es_port=$(json_field "$log" server_ready port)
+			es_port=${line##*:}
 			return 0
 		fi
 		if ! kill -0 "$es_pid" 2>/dev/null; then
@@ -160,12 +164,13 @@ start_server() {
 		fi
 		sleep 0.01
 	done
-	die "edgeserve did not log server_ready within 10 minutes (log: $log)"
+	die "edgeserve did not start within 10 minutes (log: $log)"
 }
 
 # wait_blob DIR: until a finished cache blob (no temporary name) is there.
 wait_blob() {
-	for _ in $(seq 6000); do
+	local deadline=$((SECONDS + 300))
+	while [ $SECONDS -lt $deadline ]; do
 		if ls "$1" 2>/dev/null | grep -Eq '^[0-9a-f]{64}([.]escm)?$'; then
 			return 0
 		fi

@@ -104,6 +104,15 @@ def metric(srv, name, **labels):
     return metric_sum(parse_metrics(srv.metrics()), name, **labels)
 
 
+def wait_metric(srv, name, value, timeout=30.0, **labels):
+    """Until the metric's sum reaches value (a state in /v1/config and the
+    counter that goes with it are not updated in one step)."""
+    poll_until(lambda: metric(srv, name, **labels) >= value, timeout,
+               f"{name}{labels} >= {value}", interval=0.02)
+    got = metric(srv, name, **labels)
+    assert got == value, f"{name}{labels} = {got}, expected {value}"
+
+
 def runs(seq):
     """[1,1,2,2,1] -> [1,2,1]"""
     out = []
@@ -254,10 +263,9 @@ def test_publish_remove_rollback_under_load(server_factory, binary, tmp_path):
         reason = wait_state(srv, "m", 4, "FAILED")
         assert reason.strip(), "FAILED v4 has no error_message"
         assert str(tmp_path) not in reason, f"reason leaks a host path: {reason}"
-        assert metric(srv, "edgeserve_model_load_failures_total", model="m") == failures0 + 1
-        assert events(srv, lambda e: e.get("event") == "model_load" and
-                      e.get("level") == "ERROR" and e.get("version") == 4), \
-            "no model_load ERROR line for v4"
+        wait_metric(srv, "edgeserve_model_load_failures_total", failures0 + 1, model="m")
+        srv.wait_event(lambda e: e.get("event") == "model_load" and e.get("level") == "ERROR"
+                       and e.get("version") == 4, 30, "the model_load ERROR line of v4")
         assert infer_v(srv.port, "m", version=4)[0] == 503, "the failed v4 answered"
         prober.wait_more(20)
 
@@ -315,11 +323,13 @@ def test_publish_remove_rollback_under_load(server_factory, binary, tmp_path):
             f"probes sent in [{t_from}, {t_to}) were answered by {dict(got)}, expected {want}"
 
     # the log says when the default changed and why; the counter agrees
+    srv.wait_event(lambda e: e.get("event") == "default_version_changed" and
+                   e.get("from") == 3 and e.get("to") == 1, 30, "the rollback's log line")
     changes = events(srv, lambda e: e.get("event") == "default_version_changed"
                      and e.get("model") == "m")
     pairs = [(int(e["from"]), int(e["to"])) for e in changes if e.get("from") not in (None, 0, "0")]
     assert pairs == [(1, 2), (2, 1), (1, 3), (3, 1)], changes
-    assert metric(srv, "edgeserve_model_default_changes_total", model="m") == len(changes)
+    wait_metric(srv, "edgeserve_model_default_changes_total", len(changes), model="m")
     # the retired v3 goes away; v1 stays the default
     wait_state(srv, "m", 3, "END")
     assert infer_v(srv.port, "m") == (200, 1)
@@ -350,6 +360,10 @@ def test_version_written_slowly(server_factory, tmp_path):
             time.sleep(0.25)
     wait_state(srv, "slowcopy", 2, "AVAILABLE")
     assert all(s is None or s[0] != "FAILED" for s in seen), seen
+    # log lines come in order: once the load's end line is read, a failed
+    # attempt before it would have been read too
+    srv.wait_event(lambda e: e.get("event") == "model_load" and e.get("version") == 2 and
+                   e.get("phase") == "end", 30, "the model_load end line of v2")
     assert not events(srv, lambda e: e.get("event") == "model_load" and
                       e.get("version") == 2 and e.get("level") == "ERROR"), "a load of v2 failed"
     assert metric(srv, "edgeserve_model_load_failures_total", model="slowcopy") == 0
@@ -481,39 +495,46 @@ def test_validation(server_factory, tmp_path):
     wait_state(srv, "val", 2, "AVAILABLE")
     assert infer_v(srv.port, "val") == (200, 2)
 
-    # element 1 off by 0.5 (default tolerance is far tighter): FAILED
+    # element 1 off by 0.5 (the default tolerance is far tighter), in the
+    # ONNX test-data layout, the input bound by position: FAILED
     bad = x + 3
     bad[1, 0] += 0.5
     lm.publish(base, 3, {"model.onnx": lm.versioned_bytes(3),
-                         "validation/input_0.pb": lm.tensor_pb(x),   # bound by position
-                         "validation/output_0.pb": lm.tensor_pb(bad, "y")})
+                         "validation/test_data_set_0/input_0.pb": lm.tensor_pb(x),
+                         "validation/test_data_set_0/output_0.pb": lm.tensor_pb(bad, "y")})
     reason = wait_state(srv, "val", 3, "FAILED")
+    # the case, the output, the worst element and its error
+    assert "test_data_set_0" in reason, reason
     assert re.search(r"\by\b", reason) and re.search(r"element\D{0,3}1\b", reason), \
         f"the reason should name output 'y' and element 1: {reason}"
+    assert "0.5" in reason, f"the reason should give the error (0.5): {reason}"
     assert str(tmp_path) not in reason, reason
-    assert metric(srv, "edgeserve_model_load_failures_total", model="val") == 1
+    wait_metric(srv, "edgeserve_model_load_failures_total", 1, model="val")
     # the previous version keeps serving; the failed one never does
     assert infer_v(srv.port, "val") == (200, 2)
     assert infer_v(srv.port, "val", version=3)[0] == 503
     assert srv.get("/v2/models/val/versions/3/ready").status == 503
 
-    # the ONNX test-data layout, inside a tolerance.json that allows it
+    # the flat layout again, off by 5e-3 but inside a tolerance.json that allows it
     near = x + 4
     near[2, 0] += 5e-3
     lm.publish(base, 4, {"model.onnx": lm.versioned_bytes(4),
-                         "validation/test_data_set_0/input_0.pb": lm.tensor_pb(x, "x"),
-                         "validation/test_data_set_0/output_0.pb": lm.tensor_pb(near, "y"),
+                         "validation/input_0.pb": lm.tensor_pb(x, "x"),
+                         "validation/output_0.pb": lm.tensor_pb(near, "y"),
                          "validation/tolerance.json": b'{"atol": 1e-2, "rtol": 0}'})
     wait_state(srv, "val", 4, "AVAILABLE")
     assert infer_v(srv.port, "val") == (200, 4)
     assert versions_of(srv, "val")[3][0] == "FAILED"
+    assert metric(srv, "edgeserve_model_load_failures_total", model="val") == 1
 
 
 # ---- warmup -------------------------------------------------------------------------
 
 def test_warmup(server_factory, tmp_path):
     """warmup N runs N inferences on every stream before AVAILABLE (and the
-    default, --warmup_inferences 1, one per stream)."""
+    default, --warmup_inferences 1, one per stream). docs/lifecycle.md: they
+    are counted in edgeserve_model_warmup_inferences_total, not in the
+    inference latency histograms."""
     bases = {}
     for name in ("wu", "plain"):
         bases[name] = str(tmp_path / name)
@@ -526,12 +547,19 @@ def test_warmup(server_factory, tmp_path):
         devices=[{"name": "CPU", "backend": "cpu", "streams": streams,
                   "threads_per_stream": 1, "max_queue_size": 64}])
     srv = start(server_factory, cfg)
+    # before any client request
     s = parse_metrics(srv.metrics())
+    warm = "edgeserve_model_warmup_inferences_total"
+    assert metric_sum(s, warm, model="wu", version="1") == 3 * streams
+    assert metric_sum(s, warm, model="plain", version="1") == 1 * streams
     count = "edgeserve_inference_duration_seconds_count"
-    assert metric_sum(s, count, model="wu", version="1") == 3 * streams
-    assert metric_sum(s, count, model="plain", version="1") == 1 * streams
-    # no client request was counted as one
+    assert metric_sum(s, count, model="wu") == 0, "warmup runs counted as inferences"
     assert metric_sum(s, "edgeserve_requests_total", model="wu") == 0
+    # a client request is counted where warmups are not
+    assert infer_v(srv.port, "wu") == (200, 1)
+    s = parse_metrics(srv.metrics())
+    assert metric_sum(s, count, model="wu", version="1") == 1
+    assert metric_sum(s, warm, model="wu", version="1") == 3 * streams
 
 
 # ---- compiled-model cache ----------------------------------------------------------
@@ -662,9 +690,13 @@ def is_cache_write_start(e):
 
 
 def large_answers(srv):
+    """The version that answers; its output must be that version's
+    (x = 0: every tanh is 0, y = 0 + version)."""
     r = srv.infer("big", [tensor("x", "FP32", [1, 2048], [0.0] * 2048)], timeout=120)
     assert r.status == 200, r
     js = r.json()
+    y = np.array(js["outputs"][0]["data"], dtype=np.float32)
+    assert np.all(y == np.float32(js["model_version"])), y[:8]
     return js["model_version"]
 
 

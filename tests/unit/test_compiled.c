@@ -679,6 +679,101 @@ static void test_every_attribute_type(void **state)
 	}
 }
 
+/* An initializer shared through Identity nodes folds into one copy per
+ * use; the compiled form stores those bytes once. */
+static void test_identical_constants_stored_once(void **state)
+{
+	(void)state;
+	static const int64_t dw[] = { 1024 };
+	static float w[1024];
+	for (int i = 0; i < 1024; i++)
+		w[i] = (float)i * 0.5f;
+	Onnx__GraphProto *g = A(sizeof(*g));
+	onnx__graph_proto__init(g);
+	g->name = "shared";
+	g->n_input = 1;
+	g->input = A(sizeof(*g->input));
+	g->input[0] = vinfo("x", ES_DT_FLOAT, 1, dw, NULL);
+	g->n_output = 1;
+	g->output = A(sizeof(*g->output));
+	g->output[0] = vinfo("y", ES_DT_FLOAT, 1, dw, NULL);
+	g->n_initializer = 1;
+	g->initializer = A(sizeof(*g->initializer));
+	g->initializer[0] = tproto("w", ES_DT_FLOAT, 1, dw, w, sizeof(w));
+	g->n_node = 4;
+	g->node = A(4 * sizeof(*g->node));
+	g->node[0] = node("id1", "Identity", "w", NULL, "w1", NULL, 0);
+	g->node[1] = node("id2", "Identity", "w", NULL, "w2", NULL, 0);
+	g->node[2] = node("add", "Add", "x", "w1", "xw", NULL, 0);
+	g->node[3] = node("mul", "Mul", "xw", "w2", "y", NULL, 0);
+	size_t len;
+	uint8_t *buf = pack_model(g, &len);
+	es_model *ma = NULL, *mb = NULL;
+	es_error err = { 0 };
+	assert_int_equal(es_model_load_buffer(buf, len, NULL, NULL, &ma, &err), 0);
+	arena_free();
+	const char *esc = tmp_path("shared.esc");
+	save_compiled(ma, esc, key_a);
+	struct stat st;
+	assert_int_equal(stat(esc, &st), 0);
+	assert_true((size_t)st.st_size < 2 * sizeof(w)); /* three constants, one copy */
+	assert_int_equal(es_model_load_compiled(esc, NULL, key_a, &mb, &err), 0);
+	assert_models_eq(ma, mb);
+	const es_graph *gb = mb->graph;
+	const es_tensor *c1 = gb->values[es_graph_find_value(gb, "w1")].constant;
+	const es_tensor *c2 = gb->values[es_graph_find_value(gb, "w2")].constant;
+	assert_non_null(c1);
+	assert_non_null(c2);
+	assert_ptr_equal(c1->data, c2->data);
+	inputs in;
+	make_inputs(ma, NULL, 17, &in);
+	assert_same_runs(ma, mb, &in);
+	free_inputs(&in);
+	es_model_release(ma);
+	es_model_release(mb);
+}
+
+/* The pipeline both load paths share: a Constant node it rejects after it
+ * already folded one and kept another node must leave a graph that frees
+ * each node once (ASan checks). */
+static void test_constant_fold_failure_frees_once(void **state)
+{
+	(void)state;
+	static const int64_t d3[] = { 3 };
+	static const float c[] = { 1, 2, 3 };
+	Onnx__GraphProto *g = A(sizeof(*g));
+	onnx__graph_proto__init(g);
+	g->name = "bad_constant";
+	g->n_input = 1;
+	g->input = A(sizeof(*g->input));
+	g->input[0] = vinfo("x", ES_DT_FLOAT, 1, d3, NULL);
+	g->n_output = 1;
+	g->output = A(sizeof(*g->output));
+	g->output[0] = vinfo("y", ES_DT_FLOAT, 1, d3, NULL);
+	Onnx__AttributeProto **good = A(sizeof(*good));
+	good[0] = attr("value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+	good[0]->t = tproto("", ES_DT_FLOAT, 1, d3, c, sizeof(c));
+	Onnx__AttributeProto **bad = A(2 * sizeof(*bad));
+	bad[0] = attr("value_int", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+	bad[0]->has_i = 1;
+	bad[1] = attr("value_float", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+	bad[1]->has_f = 1;
+	g->n_node = 4;
+	g->node = A(4 * sizeof(*g->node));
+	g->node[0] = node("c_good", "Constant", NULL, NULL, "c", good, 1);
+	g->node[1] = node("relu", "Relu", "x", NULL, "r", NULL, 0);
+	g->node[2] = node("c_bad", "Constant", NULL, NULL, "k", bad, 2);
+	g->node[3] = node("add", "Add", "r", "c", "y", NULL, 0);
+	size_t len;
+	uint8_t *buf = pack_model(g, &len);
+	es_model *m = NULL;
+	es_error err = { 0 };
+	assert_int_equal(es_model_load_buffer(buf, len, NULL, NULL, &m, &err), ES_EGRAPH);
+	assert_null(m);
+	assert_non_null(strstr(err.msg, "c_bad"));
+	arena_free();
+}
+
 static void test_graph_attribute_rejected_at_save(void **state)
 {
 	(void)state;
@@ -1047,6 +1142,8 @@ int main(void)
 		cmocka_unit_test(test_engine_facts),
 		cmocka_unit_test(test_crc32c),
 		cmocka_unit_test(test_every_attribute_type),
+		cmocka_unit_test(test_identical_constants_stored_once),
+		cmocka_unit_test(test_constant_fold_failure_frees_once),
 		cmocka_unit_test(test_graph_attribute_rejected_at_save),
 		cmocka_unit_test(test_stale_fields_named),
 		cmocka_unit_test(test_options_round_trip),

@@ -329,6 +329,7 @@ typedef struct writer {
 	const es_tensor **tensors;  /* in tensor-table order */
 	size_t n_tensors, cap_tensors;
 	size_t *tensor_off;         /* payload offset of each tensor's data */
+	bool *stored;               /* false: same bytes as an earlier tensor */
 	uint8_t scratch[VALUE_REC];
 	es_error *err;
 } writer;
@@ -374,7 +375,11 @@ static int put_tensor(writer *w, const es_tensor *t, uint32_t *index,
 		      const char *holder_kind, const char *holder)
 {
 	size_t i = w->cur[S_TENSORS];
+	int64_t numel;
+	/* the loader accepts exactly this, so check it here too */
 	if (t->ndim < 0 || t->ndim > ES_MAX_DIMS || !es_dtype_size(t->dtype) ||
+	    es_shape_numel(t->dims, t->ndim, es_dtype_size(t->dtype), &numel) ||
+	    (size_t)numel * es_dtype_size(t->dtype) != t->nbytes ||
 	    (t->nbytes && !t->data))
 		return es_error_set(w->err, ES_EINTERNAL,
 			"%s '%s': constant tensor is malformed", holder_kind, holder);
@@ -555,6 +560,59 @@ static int write_all(int fd, const void *buf, size_t len, es_error *err)
 
 static const uint8_t zeros[ES_ALIGN];
 
+typedef struct tensor_key {
+	size_t nbytes;
+	uint32_t crc;
+	size_t index;
+} tensor_key;
+
+static int cmp_tensor_key(const void *pa, const void *pb)
+{
+	const tensor_key *a = pa, *b = pb;
+	if (a->nbytes != b->nbytes)
+		return a->nbytes < b->nbytes ? -1 : 1;
+	if (a->crc != b->crc)
+		return a->crc < b->crc ? -1 : 1;
+	return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/*
+ * Finds constants with the same bytes, which then share one copy in the
+ * data area (the data is read-only once loaded). Folding makes them: an
+ * exporter that shares one initializer between layers through Identity
+ * nodes gets one folded copy per layer. Sets w->stored[i] for the first
+ * of each set and *dup_of[i] to that first one.
+ */
+static int find_duplicates(writer *w, size_t *dup_of)
+{
+	tensor_key *keys = calloc(w->n_tensors + 1, sizeof(*keys));
+	if (!keys)
+		return es_error_set(w->err, ES_ENOMEM, "out of memory");
+	for (size_t i = 0; i < w->n_tensors; i++) {
+		keys[i].nbytes = w->tensors[i]->nbytes;
+		keys[i].crc = es_crc32c(0, w->tensors[i]->data, keys[i].nbytes);
+		keys[i].index = i;
+	}
+	qsort(keys, w->n_tensors, sizeof(*keys), cmp_tensor_key);
+	for (size_t i = 0; i < w->n_tensors; i++) {
+		size_t me = keys[i].index;
+		dup_of[me] = me;
+		w->stored[me] = true;
+		/* earlier members of this (size, crc) run, lowest index first */
+		for (size_t j = i; j-- > 0 && keys[j].nbytes == keys[i].nbytes &&
+				     keys[j].crc == keys[i].crc;) {
+			size_t other = keys[j].index;
+			if (w->stored[other] &&
+			    !memcmp(w->tensors[other]->data, w->tensors[me]->data, keys[i].nbytes)) {
+				dup_of[me] = other;
+				w->stored[me] = false;
+			}
+		}
+	}
+	free(keys);
+	return 0;
+}
+
 int es_model_save_compiled(const es_model *m, int fd,
 			   const uint8_t key[ES_COMPILED_KEY_BYTES],
 			   es_error *err)
@@ -562,6 +620,7 @@ int es_model_save_compiled(const es_model *m, int fd,
 	writer w = { .g = m->graph, .err = err };
 	uint8_t head_scratch[HEAD_SIZE];
 	uint8_t header[ES_COMPILED_HEADER_SIZE];
+	size_t *dup_of = NULL;
 	int rc;
 
 	/* measure */
@@ -585,13 +644,23 @@ int es_model_save_compiled(const es_model *m, int fd,
 	size_t meta_len = align_up(at, ES_ALIGN);
 	w.sect_off[S_DATA] = meta_len;
 	w.tensor_off = calloc(w.n_tensors + 1, sizeof(size_t));
+	w.stored = calloc(w.n_tensors + 1, sizeof(bool));
+	dup_of = calloc(w.n_tensors + 1, sizeof(size_t));
 	w.meta = calloc(1, meta_len);
-	if (!w.tensor_off || !w.meta) {
+	if (!w.tensor_off || !w.stored || !dup_of || !w.meta) {
 		rc = es_error_set(err, ES_ENOMEM, "out of memory");
 		goto out_free;
 	}
+	if ((rc = find_duplicates(&w, dup_of)))
+		goto out_free;
+	/* tensor indices ascend in the table, and a duplicate's first copy
+	 * has the lower index, so its offset is known when needed */
 	size_t data_len = 0;
 	for (size_t i = 0; i < w.n_tensors; i++) {
+		if (!w.stored[i]) {
+			w.tensor_off[i] = w.tensor_off[dup_of[i]];
+			continue;
+		}
 		w.tensor_off[i] = meta_len + data_len;
 		data_len += align_up(w.tensors[i]->nbytes, ES_ALIGN);
 	}
@@ -611,6 +680,8 @@ int es_model_save_compiled(const es_model *m, int fd,
 	uint32_t crc = es_crc32c(0, w.meta, meta_len);
 	for (size_t i = 0; i < w.n_tensors; i++) {
 		const es_tensor *t = w.tensors[i];
+		if (!w.stored[i])
+			continue;
 		crc = es_crc32c(crc, t->data, t->nbytes);
 		crc = es_crc32c(crc, zeros, align_up(t->nbytes, ES_ALIGN) - t->nbytes);
 	}
@@ -639,6 +710,8 @@ int es_model_save_compiled(const es_model *m, int fd,
 		goto out_free;
 	for (size_t i = 0; i < w.n_tensors; i++) {
 		const es_tensor *t = w.tensors[i];
+		if (!w.stored[i])
+			continue;
 		if ((rc = write_all(fd, t->data, t->nbytes, err)) ||
 		    (rc = write_all(fd, zeros, align_up(t->nbytes, ES_ALIGN) - t->nbytes, err)))
 			goto out_free;
@@ -647,6 +720,8 @@ int es_model_save_compiled(const es_model *m, int fd,
 out_free:
 	free(w.meta);
 	free(w.tensor_off);
+	free(w.stored);
+	free(dup_of);
 	free(w.tensors);
 	return rc;
 }

@@ -51,31 +51,71 @@ def mlp_bytes(seed=3, n_in=16, hidden=32, n_out=4):
     return model.SerializeToString()
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field, wire_type):
+    return _varint(field << 3 | wire_type)
+
+
 def large_model_file(path, layers=18, width=2048, version=1.0):
     """Writes a model with layers * width^2 float32 initializers (18 x 2048^2
     is 288 MiB): "x" FP32 [1, width] -> `layers` times h = tanh(h @ W_i) ->
-    "y" = h + version [1, width]. Big enough that reading, compiling and
-    writing its compiled form take a while on any machine."""
+    "y" = h + version [1, width]. Big enough that reading, hashing,
+    compiling and caching it take a while on any machine.
+
+    Written as protobuf by hand, each weight streamed from its array: the
+    onnx helpers copy every initializer four or five times, which costs
+    more than everything else in the tests on a slow machine. The layout is
+    plain protobuf (ModelProto field 7 = graph, GraphProto field 5 =
+    initializer, TensorProto dims 1, data_type 2, name 8, raw_data 9)."""
     rng = np.random.default_rng(11)
-    inits, nodes = [], []
+    # one random block, rows rotated per layer: distinct weights for the
+    # price of a copy
+    block = (rng.standard_normal((width, width), dtype=np.float32) /
+             np.float32(np.sqrt(width)))
+    nodes = []
     h = "x"
     for i in range(layers):
-        w = (rng.standard_normal((width, width), dtype=np.float32) /
-             np.float32(np.sqrt(width)))
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
         nodes.append(helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"], name=f"mm{i}"))
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"], name=f"tanh{i}"))
         h = f"t{i}"
-    inits.append(numpy_helper.from_array(np.array([version], dtype=np.float32), "v"))
     nodes.append(helper.make_node("Add", [h, "v"], ["y"], name="addv"))
     graph = helper.make_graph(
         nodes, "large",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        [numpy_helper.from_array(np.array([version], dtype=np.float32), "v")])
     model = make_models.model_of(graph)
+    graph_bytes = model.graph.SerializeToString()
+    model.ClearField("graph")
+    header = model.SerializeToString()
+
+    nbytes = width * width * 4
+    heads = []
+    for i in range(layers):
+        name = f"w{i}".encode()
+        t_head = (_key(1, 0) + _varint(width) + _key(1, 0) + _varint(width) +
+                  _key(2, 0) + _varint(TensorProto.FLOAT) +
+                  _key(8, 2) + _varint(len(name)) + name +
+                  _key(9, 2) + _varint(nbytes))
+        heads.append(_key(5, 2) + _varint(len(t_head) + nbytes) + t_head)
+    graph_len = len(graph_bytes) + sum(len(hd) + nbytes for hd in heads)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
-        f.write(model.SerializeToString())
+        f.write(header + _key(7, 2) + _varint(graph_len) + graph_bytes)
+        for i, hd in enumerate(heads):
+            f.write(hd)
+            f.write(memoryview(np.ascontiguousarray(np.roll(block, 37 * i, axis=0))))
     return os.path.getsize(path)
 
 
