@@ -979,7 +979,10 @@ static bool find_model_version(const char *data, size_t len, char *out,
 				return false;
 			n++;
 		}
-		if (n == 0 || p + n == end || (quoted && p[n] != '"'))
+		if (n == 0 || p + n == end)
+			return false;
+		/* a string not closed here, or a number longer than out */
+		if (quoted ? p[n] != '"' : (p[n] >= '0' && p[n] <= '9'))
 			return false;
 		memcpy(out, p, n);
 		out[n] = '\0';
@@ -1055,6 +1058,7 @@ typedef struct worker {
 	uint64_t conn_errors, timeouts, proto_errors;
 	uint64_t connects;
 	version_tally versions; /* of the 2xx responses */
+	bool interrupted;       /* stopped by SIGINT before its end */
 	uint64_t end_ns;
 	int setup_rc; /* ES_ENOMEM when the worker could not start */
 } worker;
@@ -1115,8 +1119,10 @@ static void *worker_main(void *arg)
 		goto out;
 
 	for (;;) {
-		if (atomic_load(&bench_interrupted))
+		if (atomic_load(&bench_interrupted)) {
+			w->interrupted = true;
 			break;
+		}
 		if (run->deadline_ns) {
 			if (es_now_ns() >= run->deadline_ns)
 				break;
@@ -1273,8 +1279,8 @@ static int run_level(const bench_opts *o, const es_http_url *url,
 		res->proto_errors += w->proto_errors;
 		res->connects += w->connects;
 		tally_merge(&res->versions, &w->versions);
+		res->interrupted |= w->interrupted;
 	}
-	res->interrupted = atomic_load(&bench_interrupted) != 0;
 	res->ok = n_ok;
 	res->seconds = (double)(end - run.start_ns) / 1e9;
 	res->throughput = res->seconds > 0 ? (double)n_ok / res->seconds : 0;

@@ -580,9 +580,15 @@ def mlp_outputs(srv, version=None):
 
 
 def cache_counts(srv, model="c"):
+    """The cache counters, and the compile-duration observations by source
+    (where the compiled form came from: "onnx" or "cache")."""
     s = parse_metrics(srv.metrics())
-    return {k: metric_sum(s, f"edgeserve_model_cache_{k}_total", model=model)
-            for k in ("hits", "misses", "invalid", "write_failures")}
+    counts = {k: metric_sum(s, f"edgeserve_model_cache_{k}_total", model=model)
+              for k in ("hits", "misses", "invalid", "write_failures")}
+    for source in ("onnx", "cache"):
+        counts[f"compiled_from_{source}"] = metric_sum(
+            s, "edgeserve_model_compile_duration_seconds_count", model=model, source=source)
+    return counts
 
 
 def test_cache(server_factory, tmp_path):
@@ -602,10 +608,12 @@ def test_cache(server_factory, tmp_path):
         return out
 
     # fresh: a miss and one blob
-    ref = run({"hits": 0, "misses": 1, "invalid": 0})
+    ref = run({"hits": 0, "misses": 1, "invalid": 0,
+               "compiled_from_onnx": 1, "compiled_from_cache": 0})
     assert len(blobs(cache)) == 1 and cache_files(cache) == blobs(cache), cache_files(cache)
     # restart: a hit, the same outputs
-    assert np.array_equal(run({"hits": 1, "misses": 0, "invalid": 0}), ref)
+    assert np.array_equal(run({"hits": 1, "misses": 0, "invalid": 0,
+                               "compiled_from_onnx": 0, "compiled_from_cache": 1}), ref)
 
     for damage in ("flip", "truncate"):
         (blob,) = blobs(cache)
@@ -646,23 +654,35 @@ def test_cache_dir_unusable(server_factory, tmp_path):
 
 
 def test_cache_dir_unwritable(server_factory, tmp_path):
-    """chmod 500 cache directory: a warning, the model serves."""
-    if os.geteuid() == 0:
-        pytest.skip("root can write into a mode 500 directory")
+    """A cache directory the server cannot write into (chmod 500; as root,
+    which ignores the mode, the immutable attribute): a warning, the model
+    serves, nothing is left in the directory."""
     base = str(tmp_path / "c")
     os.makedirs(base)
     lm.publish(base, 1, lm.model_files(lm.mlp_bytes()))
     cfg = write_config(str(tmp_path / "config.json"), [{"name": "c", "base_path": base}])
     cache = tmp_path / "ro"
     cache.mkdir()
-    cache.chmod(0o500)
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        if not chattr or subprocess.run([chattr, "+i", str(cache)],
+                                        capture_output=True).returncode != 0:
+            pytest.skip("running as root, and this file system has no immutable "
+                        "attribute: cannot make a directory root cannot write")
+        undo = [chattr, "-i", str(cache)]
+    else:
+        cache.chmod(0o500)
+        undo = None
     try:
         srv = start(server_factory, cfg, "--cache_dir", str(cache))
         srv.wait_event(is_cache_warning, 30, "a warning about the cache")
-        mlp_outputs(srv)
+        assert mlp_outputs(srv).shape == (8,)
         assert cache_files(str(cache)) == []
     finally:
-        cache.chmod(0o700)
+        if undo:
+            subprocess.run(undo, check=True)
+        else:
+            cache.chmod(0o700)
 
 
 # ---- SIGKILL while loading and while writing the cache -----------------------------

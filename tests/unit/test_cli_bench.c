@@ -69,6 +69,8 @@ static void test_find_model_version(void **state)
 	assert_false(scan("{\"model_version\":null}", v, sizeof(v)));
 	assert_false(scan("{\"model_version\":\"1234567890123456789012345678901\"}", v,
 			  sizeof(v)));
+	assert_false(scan("{\"model_version\":1234567890123456789012345678901}", v,
+			  sizeof(v)));
 	assert_false(scan("", v, sizeof(v)));
 	assert_false(scan("\"model_version\"", v, sizeof(v)));
 
