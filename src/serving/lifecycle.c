@@ -241,19 +241,11 @@ typedef struct publish_ctx {
 static int publish_fn(es_vtable *t, void *ctx)
 {
 	publish_ctx *c = ctx;
-	size_t i = 0;
-	while (i < t->n && t->e[i].number > c->number)
-		i++;
-	if (i == t->n || t->e[i].number != c->number) {
-		memmove(&t->e[i + 1], &t->e[i], (t->n - i) * sizeof(t->e[0]));
-		memset(&t->e[i], 0, sizeof(t->e[i]));
-		t->e[i].number = c->number;
-		t->n++;
-	}
-	es_version_release(t->e[i].v);
-	t->e[i].v = c->v;
-	t->e[i].state = ES_VS_AVAILABLE;
-	t->e[i].reason[0] = '\0';
+	es_vt_entry *e = es_table_entry(t, c->number);
+	es_version_release(e->v);
+	e->v = c->v;
+	e->state = ES_VS_AVAILABLE;
+	e->reason[0] = '\0';
 	c->v->published = true;
 	c->taken = true;
 	if (t->pinned && c->pin_from && c->number > c->pin_from)

@@ -202,19 +202,24 @@ typedef struct set_ctx {
 	bool taken;
 } set_ctx;
 
+es_vt_entry *es_table_entry(es_vtable *t, int64_t number)
+{
+	size_t i = 0;
+	while (i < t->n && t->e[i].number > number)
+		i++;
+	if (i == t->n || t->e[i].number != number) {
+		memmove(&t->e[i + 1], &t->e[i], (t->n - i) * sizeof(t->e[0]));
+		memset(&t->e[i], 0, sizeof(t->e[i]));
+		t->e[i].number = number;
+		t->n++;
+	}
+	return &t->e[i];
+}
+
 static int set_fn(es_vtable *t, void *ctx)
 {
 	set_ctx *c = ctx;
-	size_t i = 0;
-	while (i < t->n && t->e[i].number > c->number)
-		i++;
-	if (i == t->n || t->e[i].number != c->number) {
-		memmove(&t->e[i + 1], &t->e[i], (t->n - i) * sizeof(t->e[0]));
-		memset(&t->e[i], 0, sizeof(t->e[i]));
-		t->e[i].number = c->number;
-		t->n++;
-	}
-	es_vt_entry *e = &t->e[i];
+	es_vt_entry *e = es_table_entry(t, c->number);
 	es_version_release(e->v);
 	e->v = c->v;
 	c->taken = true;

@@ -281,6 +281,9 @@ void es_life_retire(es_servable *m, const es_actor *who);
  * Returns fn's result; the copy is published only when it returns 0. */
 typedef int (*es_table_edit_fn)(es_vtable *t, void *ctx);
 int es_table_edit(es_servable *m, es_table_edit_fn fn, void *ctx);
+/* Inside an edit: version number's entry of t, inserted in order (zeroed)
+ * when missing; t has room for one more entry. */
+es_vt_entry *es_table_entry(es_vtable *t, int64_t number);
 /* Sets version number's entry (added in order when missing) to st with
  * reason and v (taking over the caller's reference; NULL drops the entry's
  * version). */
