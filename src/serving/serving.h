@@ -36,11 +36,57 @@ typedef struct es_version_policy {
 
 typedef struct es_device_config {
 	char *name;              /* "CPU" by default */
-	char *backend;           /* "cpu" (the engine) */
+	char *backend;           /* "cpu" (the engine); others only when a
+				  * backend of that name is registered */
 	int streams;             /* concurrent executions; 1 = strictly sequential */
 	int threads_per_stream;  /* intra-op threads of each stream's sessions */
 	int max_queue_size;      /* bounded queue; a full queue rejects at once */
+	/* fallback (docs/rollouts.md) */
+	char *fallback;          /* device taking spill and retries; NULL none */
+	int spill_queue_depth;   /* spill when this many wait already (0: off) */
+	int spill_wait_ms;       /* spill when the expected wait is longer (0: off) */
+	char *fault_control;     /* "faulty" test backend: its control file */
 } es_device_config;
+
+/* A version label: "stable", "canary", any [A-Za-z0-9_]+. */
+typedef struct es_label_config {
+	char *name;
+	int64_t version;
+} es_label_config;
+
+/* Guard rails of a canary: any threshold crossed over the window (with at
+ * least min_samples canary requests) trips the kill switch. 0 = off. */
+typedef struct es_guard_config {
+	int window_s;               /* default 30 */
+	int min_samples;            /* default 50 */
+	double max_error_rate;      /* canary errors / canary requests */
+	double max_p95_ratio;       /* canary p95 / stable p95 */
+	double max_divergence_rate; /* divergent / compared shadow pairs of the canary */
+} es_guard_config;
+
+typedef struct es_canary_config {
+	bool enabled;
+	int64_t version;      /* the canary version, or 0 when label is set */
+	char *label;          /* a label naming it (moves with the label) */
+	int fraction_bp;      /* share of keyed traffic, 0..10000 basis points */
+	char *user_header;    /* default "X-User-Id" */
+	char *user_parameter; /* default "user_id" (KServe request parameter) */
+	char *salt;           /* default: the model name */
+	bool keyless_hash_id; /* requests without a key: false -> stable,
+			       * true -> hashed by request id */
+	bool killed;          /* start with the kill switch on */
+	es_guard_config guard;
+} es_canary_config;
+
+typedef struct es_shadow_config {
+	bool enabled;
+	int64_t version;  /* the shadow version, or 0 when label is set */
+	char *label;
+	int fraction_bp;  /* share of primary requests mirrored, 0..10000 */
+	int queue_size;   /* pending shadow runs at most (default 64); more are
+			   * dropped and counted */
+	double atol, rtol; /* divergence tolerance (defaults 1e-4, 1e-3) */
+} es_shadow_config;
 
 typedef struct es_model_config {
 	char *name;
@@ -53,6 +99,11 @@ typedef struct es_model_config {
 			      * an instant rollback (default false) */
 	int warmup;          /* inferences per stream before a version is
 			      * AVAILABLE; -1 = the server's default */
+	/* rollouts (docs/rollouts.md) */
+	es_label_config *labels; /* "version_labels" */
+	size_t n_labels;
+	es_canary_config canary;
+	es_shadow_config shadow;
 } es_model_config;
 
 typedef struct es_server_config {
@@ -73,6 +124,9 @@ typedef struct es_server_config {
 				     * repository every N s (default 1; 0 off) */
 	char *cache_dir;            /* compiled-model cache; NULL = none */
 	int default_warmup;         /* warmup runs when a model sets none (1) */
+	char *divergence_log;       /* shadow divergences, JSON lines; NULL: the
+				     * server log */
+	int divergence_log_per_s;   /* at most this many lines a second (10) */
 	/* what to serve */
 	es_device_config *devices; /* at least one after loading defaults */
 	size_t n_devices;
@@ -189,6 +243,10 @@ struct es_request {
 	const es_tensor *inputs;  /* model input order; data owned by the caller */
 	size_t n_inputs;
 	uint64_t deadline_ns;     /* absolute, es_now_ns() clock; 0 = none */
+	es_arm arm;               /* from es_servable_route (stats by arm) */
+	es_version *shadow;       /* from es_servable_route: the scheduler takes
+				   * this reference (mirrors the request after a
+				   * successful primary run, or drops it) */
 	es_request_complete_fn complete;
 	void *user;
 	const char *id;           /* request id for logs (may be NULL) */
@@ -197,7 +255,8 @@ struct es_request {
 	uint64_t t_start_ns;      /* device began this request (0 if never) */
 	uint64_t t_end_ns;
 	int stream;               /* which stream ran it */
-	const char *device;       /* device name */
+	const char *device;       /* device name (the fallback's when it ran there) */
+	const char *fallback_reason; /* "spill_queue", "spill_wait", "error", or NULL */
 	int status;
 	es_error err;
 	/* scheduler private */
@@ -288,6 +347,122 @@ const es_model_list *es_server_models(es_server *s);
  */
 void *es_servable_ext(es_servable *m, void *val);
 void es_server_set_ext_free(es_server *s, void (*free_fn)(void *));
+
+/* ---- rollouts: labels, canary, kill switch, shadow (docs/rollouts.md) ----- */
+
+typedef enum es_arm {
+	ES_ARM_DEFAULT = 0, /* no canary configured: the default version */
+	ES_ARM_STABLE,      /* canary configured, this request on stable */
+	ES_ARM_CANARY,
+	ES_ARM_PINNED,      /* the URL named a version */
+	ES_ARM_LABEL,       /* the request named a label */
+	ES_ARM_COUNT
+} es_arm;
+/* "default", "stable", "canary", "pinned", "label". */
+const char *es_arm_name(es_arm a);
+
+typedef struct es_route_in {
+	int64_t version;        /* from the URL; wins over everything (0: none) */
+	const char *label;      /* TF-Serving /labels/{l}, KServe parameter
+				 * "version_label"; NULL: none */
+	const char *user_key;   /* the canary key; NULL: none */
+	size_t user_key_len;
+	const char *request_id; /* hashed instead when the canary says so */
+} es_route_in;
+
+typedef struct es_route_out {
+	es_version *version;    /* a reference (es_version_release) */
+	es_arm arm;
+	es_version *shadow;     /* a reference when sampled for shadow, else NULL */
+} es_route_out;
+
+/*
+ * Chooses the version of one request: a pinned version, else a label, else
+ * the canary arm by a stable hash of salt and user key (unless the kill
+ * switch is on), else stable (the "stable" label when set, otherwise the
+ * default version). Errors as es_servable_acquire; an unknown label is
+ * ES_ENOTFOUND, a label on a version that is not AVAILABLE ES_EUNAVAILABLE,
+ * both naming the label. A canary whose version is not AVAILABLE sends its
+ * share to stable.
+ */
+int es_servable_route(es_servable *m, const es_route_in *in, es_route_out *out,
+		      es_error *err);
+
+/* Where this model's requests carry the canary key (copied, NUL-ended;
+ * "" when no canary is configured). */
+void es_servable_user_key_source(es_servable *m, char *header, size_t hcap,
+				 char *param, size_t pcap);
+
+/* Points label at version (0: removes the label). The version must be
+ * AVAILABLE; ES_EUNAVAILABLE/ES_ENOTFOUND otherwise, nothing changed. */
+int es_servable_set_label(es_servable *m, const char *label, int64_t version,
+			  const es_actor *who, es_error *err);
+
+typedef struct es_canary_update {
+	bool set_fraction;
+	int fraction_bp;
+	bool set_killed;
+	bool killed;          /* true: all traffic to stable at once */
+	bool set_version;
+	int64_t version;      /* new canary version (must be AVAILABLE) */
+} es_canary_update;
+/* Changes the canary; ES_EINVAL when the model has no canary configured. */
+int es_servable_canary_update(es_servable *m, const es_canary_update *u,
+			      const es_actor *who, es_error *err);
+
+typedef struct es_arm_report {
+	int64_t version;     /* the arm's version now (0: none) */
+	uint64_t requests;   /* in the window */
+	uint64_t errors;
+	double error_rate;
+	double p50_s, p95_s, p99_s;
+} es_arm_report;
+
+#define ES_MAX_LABELS 32
+typedef struct es_rollout_report {
+	size_t n_labels;
+	char label_names[ES_MAX_LABELS][64];
+	int64_t label_versions[ES_MAX_LABELS];
+	bool canary;          /* a canary is configured */
+	int fraction_bp;
+	bool killed;
+	char kill_reason[256]; /* why (admin, config, or the guard rail's reason) */
+	int window_s;
+	es_arm_report arms[ES_ARM_COUNT];
+	bool shadow;
+	int64_t shadow_version;
+	int shadow_fraction_bp;
+	uint64_t shadow_sampled, shadow_compared, shadow_divergent, shadow_dropped;
+} es_rollout_report;
+int es_servable_rollout_report(es_servable *m, es_rollout_report *out);
+
+/* ---- backends ---------------------------------------------------------------
+ *
+ * A device's backend runs one request on one of its streams. "cpu" (the
+ * engine) is built in; test builds register a fault-injecting one before
+ * the server starts (never in the edgeserve binary).
+ */
+typedef struct es_backend_run {
+	const char *model;
+	int64_t version;
+	const char *device;
+	es_session *session;
+	const es_tensor *inputs;
+	size_t n_inputs;
+	es_tensor *outputs;   /* as es_session_run */
+} es_backend_run;
+
+typedef struct es_backend {
+	const char *name;
+	/* called once per device using it; *state is passed to run */
+	int (*open)(const es_device_config *cfg, void **state, es_error *err);
+	void (*close)(void *state);
+	/* 0 or an error; an error is a device error (retried on the fallback) */
+	int (*run)(void *state, const es_backend_run *r, es_error *err);
+} es_backend;
+/* Registers a backend (before es_server_create). At most 8. */
+int es_backend_register(const es_backend *b);
+const es_backend *es_backend_find(const char *name);
 
 /* Per-device facts for metadata and metrics. */
 typedef struct es_device_status {

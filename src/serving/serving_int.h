@@ -83,6 +83,23 @@ struct es_device {
 
 	es_worker *workers; /* streams entries */
 
+	/* backend (es_backend_find(backend)) and its per-device state */
+	const es_backend *be;
+	void *be_state;
+	/* fallback: spill when queued >= spill_depth or the expected wait
+	 * (queued + active) * ewma_service_s / streams > spill_wait_s; a device
+	 * error is retried once there */
+	es_device *fallback;
+	int spill_depth;
+	double spill_wait_s;
+	double ewma_service_s;  /* mean run time, exponentially weighted (mu) */
+	/* low-priority queue (shadow runs): taken only when the normal queue is
+	 * empty; bounded by the capacity given at es_sched_submit_low */
+	es_request *low_head, *low_tail;
+	int low_queued;
+	es_metric_child *m_fallback_spill_queue, *m_fallback_spill_wait,
+		*m_fallback_error, *m_fallback_failed;
+
 	es_metric_child *m_queue_size, *m_capacity, *m_active, *m_streams,
 		*m_rejections;
 };
@@ -143,6 +160,8 @@ struct es_version {
 	es_model *model;
 	es_session **sessions; /* one per stream of the model's device */
 	int n_sessions;
+	es_session **fb_sessions; /* one per stream of that device's fallback */
+	int n_fb_sessions;
 	bool published;        /* was AVAILABLE: its end is reported */
 	es_metric_child *m_queue_wait, *m_inference;
 };
@@ -185,6 +204,9 @@ struct es_servable {
 	uint64_t list_err;    /* hash of the last listing error (0: none) */
 
 	_Atomic(void *) ext;  /* es_servable_ext */
+
+	struct es_rollout *ro; /* labels, canary, kill switch, shadow, windows
+				* (rollout.c) */
 
 	es_metric_child *m_load_failures, *m_deadline, *m_default_changes,
 		*m_rollbacks, *m_compile_onnx, *m_compile_cache;
@@ -238,6 +260,15 @@ struct es_server {
 	pthread_t ender;
 	bool life_sync_ready;
 
+	/* rollouts: the guard-rail thread (rollout.c) */
+	pthread_mutex_t guard_mu;
+	pthread_cond_t guard_cv;
+	bool guard_stop;
+	bool guard_started;
+	pthread_t guard;
+	/* shadow runs (shadow.c): divergence log and its rate limit */
+	struct es_shadow_log *shadow_log;
+
 	/* The reaper completes queued requests whose deadline passed. It sleeps
 	 * until reaper_wake_ns; a submitter with an earlier deadline lowers it
 	 * and signals. */
@@ -255,6 +286,61 @@ struct es_server {
 		*f_load_seconds, *f_version_state, *f_load_failures,
 		*f_default_changes, *f_rollbacks, *f_compile, *f_warmup;
 };
+
+/* ---- rollouts (rollout.c) --------------------------------------------------
+ *
+ * Per model: labels, the canary (version or label, fraction, key source,
+ * salt, kill switch, guard rails), the shadow settings, and sliding-window
+ * statistics per arm. Settings are read on every request without a lock
+ * (an immutable settings object swapped atomically, like version tables);
+ * the kill switch is one atomic flag.
+ */
+struct es_rollout;
+/* Called by es_servable_new (settings from mc) and on reload when the
+ * model's rollout settings changed. */
+int es_rollout_init(es_servable *m, const es_model_config *mc, es_error *err);
+int es_rollout_update(es_servable *m, const es_model_config *mc, es_error *err);
+void es_rollout_free(es_servable *m);
+/* True when mc's rollout settings differ from m's. */
+bool es_rollout_changed(es_servable *m, const es_model_config *mc);
+/* Scheduler: one request of arm finished (ok or not; latency from
+ * enqueue to end), or was refused for a full queue (ok false). */
+void es_rollout_record(es_servable *m, es_arm arm, bool ok, double latency_s);
+typedef enum es_shadow_event {
+	ES_SHADOW_SAMPLED,   /* a request was chosen for mirroring */
+	ES_SHADOW_DROPPED,   /* the shadow queue was full */
+	ES_SHADOW_FAILED,    /* the shadow run failed */
+	ES_SHADOW_MATCHED,   /* compared, within tolerance */
+	ES_SHADOW_DIVERGED,  /* compared, outside tolerance */
+} es_shadow_event;
+void es_rollout_shadow_event(es_servable *m, int64_t shadow_version,
+			     es_shadow_event ev);
+/* The guard-rail thread: evaluates every canary once a second. */
+int es_rollout_start(es_server *s, es_error *err);
+void es_rollout_stop(es_server *s);
+
+/* ---- shadow runs (shadow.c) ---------------------------------------------------- */
+
+/* Starts the divergence log (cfg->divergence_log) and metrics. */
+int es_shadow_start(es_server *s, const es_server_config *cfg, es_error *err);
+void es_shadow_stop(es_server *s);
+/*
+ * Device worker, after r ran successfully and before r->complete: copies
+ * r's inputs and the primary outputs, and queues a run of r->shadow on the
+ * shadow version's device below every normal request (es_sched_submit_low;
+ * a full queue drops it, counted). Takes r->shadow's reference and clears
+ * it. The run's outputs are compared with the primary's: per output, max
+ * absolute and relative error, top-1 agreement for [N, classes] outputs.
+ */
+void es_shadow_offer(es_server *s, es_request *r, const es_tensor *outputs,
+		     size_t n_outputs);
+
+/* ---- scheduler additions (scheduler.c) -------------------------------------------- */
+
+/* Queues r on r->version's device's low-priority queue; ES_EBUSY when that
+ * queue already holds capacity requests, ES_ECANCELED while draining.
+ * r->complete is called as for es_server_submit (drain cancels them). */
+int es_sched_submit_low(es_server *s, es_request *r, int capacity, es_error *err);
 
 /* ---- lifecycle (lifecycle.c) ---------------------------------------------- */
 
