@@ -51,6 +51,9 @@
 #define API_PATH_LOG_MAX 256 /* longest path kept for the access log */
 #define API_ID_MAX 128       /* longest request id kept (longer ids are cut) */
 #define API_REMOTE_MAX 64    /* "ip:port" or "[ipv6]:port" of the client */
+#define API_LABEL_MAX 63     /* longest version label (es_rollout_report) */
+#define API_USER_KEY_MAX 256 /* longest canary user key (header or parameter) */
+#define API_ADMIN_BODY_MAX ((size_t)64 * 1024) /* admin request bodies */
 
 /* ---- routing ------------------------------------------------------------- */
 
@@ -62,12 +65,17 @@ typedef enum api_route_kind {
 	R_MODEL_META,   /* GET /v2/models/m[/versions/v] */
 	R_MODEL_READY,  /* GET /v2/models/m[/versions/v]/ready */
 	R_MODEL_INFER,  /* POST /v2/models/m[/versions/v]/infer */
-	R_TFS_STATUS,   /* GET /v1/models/m[/versions/v] */
+	R_TFS_STATUS,   /* GET /v1/models/m[/versions/v|/labels/l] */
 	R_TFS_METADATA, /* GET /v1/models/m[/versions/v]/metadata */
-	R_TFS_PREDICT,  /* POST /v1/models/m[/versions/v]:predict */
+	R_TFS_PREDICT,  /* POST /v1/models/m[/versions/v|/labels/l]:predict */
 	R_CONFIG,       /* GET /v1/config */
 	R_CONFIG_RELOAD, /* POST /v1/config/reload */
 	R_MODEL_ROLLBACK, /* POST /v1/admin/models/m/rollback */
+	R_ADMIN_LABELS,   /* POST /v1/admin/models/m/labels (JSON body) */
+	R_ADMIN_CANARY,   /* POST /v1/admin/models/m/canary (JSON body) */
+	R_ADMIN_KILL,     /* POST /v1/admin/models/m/kill */
+	R_ADMIN_UNKILL,   /* POST /v1/admin/models/m/unkill */
+	R_ADMIN_ROLLOUT,  /* GET /v1/admin/models/m/rollout */
 	R_METRICS,      /* GET /metrics */
 	R_BAD,          /* the URL names something invalid: status + msg */
 } api_route_kind;
@@ -78,6 +86,8 @@ typedef struct api_route {
 	char model[API_NAME_MAX + 1];
 	bool has_model;
 	int64_t version;         /* 0 = the default version */
+	char label[API_LABEL_MAX + 1]; /* /labels/{l}: a valid label name */
+	bool has_label;
 	int status;              /* R_BAD: 400 or 404 */
 	char msg[320];           /* R_BAD: the reason, safe to send */
 } api_route;
@@ -86,11 +96,23 @@ typedef struct api_route {
  * give R_NOT_FOUND, invalid names or versions R_BAD with a message. */
 void es_api_route_parse(const char *url, api_route *out);
 
-/* The lifecycle routes, logged as "admin" lines. */
+/* The routes that change the server (lifecycle and rollouts), logged as
+ * "admin" lines with the client's address. */
 static inline bool es_api_route_is_admin(api_route_kind k)
 {
-	return k == R_CONFIG_RELOAD || k == R_MODEL_ROLLBACK;
+	return k == R_CONFIG_RELOAD || k == R_MODEL_ROLLBACK ||
+	       k == R_ADMIN_LABELS || k == R_ADMIN_CANARY || k == R_ADMIN_KILL ||
+	       k == R_ADMIN_UNKILL;
 }
+
+/* The admin routes whose JSON body is read (the others drop theirs). */
+static inline bool es_api_route_admin_body(api_route_kind k)
+{
+	return k == R_ADMIN_LABELS || k == R_ADMIN_CANARY;
+}
+
+/* Label names: [A-Za-z0-9_]{1,API_LABEL_MAX}. */
+bool es_api_label_ok(const char *s, size_t n);
 
 /* Copies s into out (size cap) for use inside a message: at most 64
  * characters, non-printable bytes as '?', "..." when cut. */
@@ -109,7 +131,9 @@ typedef enum api_kind {
  * the server frees it with the servable. */
 typedef struct api_model_stats {
 	const es_servable *model;
-	es_metric_child *duration[3]; /* indexed by api_kind */
+	/* indexed by api_kind, then arm + 1 (0: the request never got an arm);
+	 * made on first use, so only arms that happen have series */
+	_Atomic(es_metric_child *) duration[3][ES_ARM_COUNT + 1];
 	es_metric_child *parse[3];
 	es_metric_child *encode[3];
 } api_model_stats;
@@ -168,6 +192,7 @@ struct api_ctx {
 	char id[API_ID_MAX + 1];  /* request id (KServe id, X-Request-Id or ours) */
 	bool id_cut;              /* id is a cut-down copy: not echoed as a header */
 	bool want_body;           /* the body is kept (inference); else dropped */
+	size_t body_limit;        /* the largest body kept */
 
 	/* body: body = body_mem + body_pad, placed so that the binary part
 	 * (at Inference-Header-Content-Length) starts 64-byte aligned */
@@ -184,6 +209,9 @@ struct api_ctx {
 
 	/* inference */
 	es_version *version;      /* reference, released when freed */
+	bool routed;              /* req.arm is this request's arm */
+	char *resp_params;        /* KServe reply "parameters": the request's
+				   * echo plus "arm" (malloc'ed) */
 	es_request req;
 	es_tensor *inputs;        /* model input order (KServe); views, not owned */
 	char *input_copy;         /* aligned copies of misaligned binary inputs */
@@ -206,6 +234,7 @@ struct api_ctx {
 	bool rolled_back;         /* rollback succeeded: from, to are set */
 	int64_t rollback_from;
 	int64_t rollback_to;
+	char admin_detail[160];   /* rollout admin: what changed, for the log */
 
 	/* reply */
 	atomic_int phase;
@@ -248,6 +277,15 @@ void es_api_model_stats_all(es_http *h);
 void es_api_handle_get(api_ctx *c);
 /* routes.c: POST /v1/admin/models/m/rollback; prepares a reply. */
 void es_api_handle_rollback(api_ctx *c);
+/* admin.c: POST /v1/admin/models/m/{labels,canary,kill,unkill} with the
+ * whole body received; prepares a reply. */
+void es_api_handle_rollout_admin(api_ctx *c);
+/* admin.c: GET /v1/admin/models/m/rollout (model resolved). */
+void es_api_handle_rollout_report(api_ctx *c);
+/* api metric: the duration histogram child of (model stats, api, arm);
+ * arm < 0 for a request that never got one. NULL without metrics. */
+es_metric_child *es_api_duration_child(es_http *h, api_model_stats *st,
+				       api_kind api, int arm);
 /* routes.c: POST /v1/config/reload; prepares a reply. Runs on the reload
  * thread: takes as long as the loads it causes. */
 void es_api_handle_reload(api_ctx *c);

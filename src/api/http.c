@@ -40,9 +40,10 @@
  * the connection is closed without a reply. */
 #define DISCARD_MAX ((size_t)16 << 20)
 
-static const char *const req_labels[] = {"model", "version", "api",
+static const char *const req_labels[] = {"model", "version", "api", "arm",
 					  "status_class", "reason", NULL};
 static const char *const model_api_labels[] = {"model", "api", NULL};
+static const char *const model_api_arm_labels[] = {"model", "api", "arm", NULL};
 static const char *const build_labels[] = {"version", "onednn", "openblas", NULL};
 static const char *const api_names[] = {"", "kserve", "tfs"};
 
@@ -190,11 +191,14 @@ static void record_request(api_ctx *c, uint64_t now)
 		 * client cannot grow the label space with made-up models. */
 		if (c->version)
 			snprintf(vbuf, sizeof(vbuf), "%" PRId64, version);
-		const char *values[] = {model, vbuf, api_names[c->api], cls,
+		const char *arm = c->routed ? es_arm_name(c->req.arm) : "";
+		const char *values[] = {model, vbuf, api_names[c->api], arm, cls,
 					reason_of(c->status, c->code), NULL};
 		es_counter_add(es_metric_get(h->m_requests, values), 1);
 		if (c->stats) {
-			es_histogram_observe(c->stats->duration[c->api], secs(total_ns));
+			es_histogram_observe(es_api_duration_child(h, c->stats, c->api,
+								   c->routed ? (int)c->req.arm : -1),
+					     secs(total_ns));
 			if (c->parse_ns)
 				es_histogram_observe(c->stats->parse[c->api], secs(c->parse_ns));
 			if (c->encode_ns && c->status < 400)
@@ -213,8 +217,12 @@ static void record_request(api_ctx *c, uint64_t now)
 		es_log_str(&lr, "model", c->route.model);
 	if (version)
 		es_log_int(&lr, "version", version);
+	if (c->routed)
+		es_log_str(&lr, "arm", es_arm_name(r->arm));
 	if (r->device)
 		es_log_str(&lr, "device", r->device);
+	if (r->fallback_reason)
+		es_log_str(&lr, "fallback", r->fallback_reason);
 	else if (c->model && counted)
 		es_log_str(&lr, "device", es_servable_device(c->model));
 	if (r->t_start_ns)
@@ -240,8 +248,21 @@ static void record_request(api_ctx *c, uint64_t now)
 	es_log_end(&lr);
 }
 
-/* The "admin" line of a lifecycle request (docs/lifecycle.md): what was
- * asked, by whom, and the outcome. */
+static const char *admin_action(api_route_kind k)
+{
+	switch (k) {
+	case R_CONFIG_RELOAD: return "reload";
+	case R_MODEL_ROLLBACK: return "rollback";
+	case R_ADMIN_LABELS: return "label";
+	case R_ADMIN_CANARY: return "canary";
+	case R_ADMIN_KILL: return "kill";
+	case R_ADMIN_UNKILL: return "unkill";
+	default: return "other";
+	}
+}
+
+/* The "admin" line of a lifecycle or rollout request (docs/lifecycle.md,
+ * docs/rollouts.md): what was asked, by whom, and the outcome. */
 static void log_admin(const api_ctx *c, uint64_t total_ns)
 {
 	es_logrec lr;
@@ -251,7 +272,7 @@ static void log_admin(const api_ctx *c, uint64_t total_ns)
 
 	if (!es_log_begin(&lr, level, "admin"))
 		return;
-	es_log_str(&lr, "action", c->route.kind == R_CONFIG_RELOAD ? "reload" : "rollback");
+	es_log_str(&lr, "action", admin_action(c->route.kind));
 	if (c->route.has_model)
 		es_log_str(&lr, "model", c->route.model);
 	es_log_str(&lr, "remote", c->remote);
@@ -263,6 +284,8 @@ static void log_admin(const api_ctx *c, uint64_t total_ns)
 		es_log_int(&lr, "from", c->rollback_from);
 		es_log_int(&lr, "to", c->rollback_to);
 	}
+	if (c->admin_detail[0] && c->status < 300)
+		es_log_str(&lr, "change", c->admin_detail);
 	if (c->status >= 400)
 		es_log_str(&lr, "error", c->errmsg);
 	es_log_str(&lr, "id", c->id);
@@ -315,6 +338,8 @@ static enum MHD_Result send_reply(api_ctx *c)
 	}
 	if (!c->id_cut && id_header_safe(c->id))
 		MHD_add_response_header(resp, "X-Request-Id", c->id);
+	if (c->routed)
+		MHD_add_response_header(resp, "X-Edgeserve-Arm", es_arm_name(c->req.arm));
 	if (c->status == 503)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 	if (c->status == 405 && c->allow)
@@ -507,19 +532,34 @@ static void first_call(api_ctx *c, const char *url)
 		return;
 	}
 	if (es_api_route_is_admin(r->kind)) {
-		/* Lifecycle: no body is wanted (one sent is dropped); the work
-		 * starts once the request is complete. */
+		/* Lifecycle: no body is wanted (one sent is dropped), except the
+		 * small JSON of the rollout changes; the work starts once the
+		 * request is complete. */
 		if (atomic_load(&h->draining)) {
 			es_api_reply_error(c, 503, ES_ECANCELED, "server is shutting down");
 			return;
 		}
-		if (r->has_model)
-			es_api_resolve_model(c); /* unknown: 404 before the body */
+		if (r->has_model && !es_api_resolve_model(c))
+			return; /* unknown: 404 before the body */
+		if (!es_api_route_admin_body(r->kind))
+			return;
+		c->want_body = true;
+		c->body_limit = API_ADMIN_BODY_MAX;
+		if (c->has_length && c->content_length > c->body_limit) {
+			es_api_reply_error(c, 413, ES_ETOOLARGE,
+					   "%s body of %" PRIu64 " bytes is larger than the limit of %zu bytes",
+					   c->path, c->content_length, c->body_limit);
+			return;
+		}
+		if (c->has_length && c->content_length > 0 &&
+		    !body_reserve(c, (size_t)c->content_length + 1))
+			es_api_reply_error(c, 503, ES_ENOMEM, "out of memory for a request body");
 		return;
 	}
 
 	/* Inference: unknown models are refused before the body is read. */
 	c->want_body = true;
+	c->body_limit = h->cfg->max_request_bytes;
 	if (!es_api_resolve_model(c))
 		return;
 	uint64_t len, json_len;
@@ -547,7 +587,7 @@ static void first_call(api_ctx *c, const char *url)
 /* Appends a body chunk. False: close the connection. */
 static bool accept_body(api_ctx *c, const char *data, size_t n)
 {
-	size_t limit = c->h->cfg->max_request_bytes;
+	size_t limit = c->body_limit;
 	size_t need;
 
 	if (es_add_size(c->body_len, n, &need) || need > limit) {
@@ -661,11 +701,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		if (c->too_large) {
 			es_api_reply_error(c, 413, ES_ETOOLARGE,
 					   "request body for model '%s' is larger than the limit of %zu bytes",
-					   c->route.model, h->cfg->max_request_bytes);
+					   c->route.model, c->body_limit);
 			return send_reply(c);
 		}
 		if (c->route.kind == R_MODEL_ROLLBACK) {
 			es_api_handle_rollback(c);
+			return send_reply(c);
+		}
+		if (es_api_route_is_admin(c->route.kind) &&
+		    c->route.kind != R_CONFIG_RELOAD) {
+			es_api_handle_rollout_admin(c);
 			return send_reply(c);
 		}
 		if (c->route.kind == R_CONFIG_RELOAD ? es_api_reload_start(c)
@@ -945,7 +990,12 @@ api_model_stats *es_api_model_stats(es_http *h, es_servable *m)
 	st->model = m;
 	for (int a = API_KSERVE; a <= API_TFS; a++) {
 		const char *lv[] = {es_servable_name(m), api_names[a], NULL};
-		st->duration[a] = es_metric_get(h->m_duration, lv);
+		const char *lva[] = {es_servable_name(m), api_names[a],
+				     es_arm_name(ES_ARM_DEFAULT), NULL};
+		/* the arm of a model without a canary: its series exist from
+		 * the start, as before arms were labelled */
+		atomic_init(&st->duration[a][ES_ARM_DEFAULT + 1],
+			    es_metric_get(h->m_duration, lva));
 		st->parse[a] = es_metric_get(h->m_parse, lv);
 		st->encode[a] = es_metric_get(h->m_encode, lv);
 	}
@@ -955,6 +1005,27 @@ api_model_stats *es_api_model_stats(es_http *h, es_servable *m)
 	if (kept != st)
 		free(st);
 	return kept;
+}
+
+es_metric_child *es_api_duration_child(es_http *h, api_model_stats *st,
+				       api_kind api, int arm)
+{
+	es_metric_child *child;
+	int slot = arm + 1;
+
+	if (!h->m_duration || !st || api <= API_OTHER || api > API_TFS || slot < 0 ||
+	    slot > ES_ARM_COUNT)
+		return NULL;
+	child = atomic_load(&st->duration[api][slot]);
+	if (child)
+		return child;
+	const char *lv[] = {es_servable_name(st->model), api_names[api],
+			    arm >= 0 ? es_arm_name((es_arm)arm) : "", NULL};
+	/* the registry hands out one child per label set: racing threads
+	 * store the same pointer */
+	child = es_metric_get(h->m_duration, lv);
+	atomic_store(&st->duration[api][slot], child);
+	return child;
 }
 
 void es_api_model_stats_all(es_http *h)
@@ -974,11 +1045,11 @@ static int register_metrics(es_http *h, es_error *err)
 	es_metric *inflight, *build;
 
 	h->m_requests = es_metrics_counter(m, "edgeserve_requests_total",
-		"Inference requests (KServe v2 infer, TF-Serving predict) by model, version, api, status class and reason.",
+		"Inference requests (KServe v2 infer, TF-Serving predict) by model, version, api, rollout arm, status class and reason.",
 		req_labels);
 	h->m_duration = es_metrics_histogram(m, "edgeserve_request_duration_seconds",
-		"Time from request headers received to response queued, in seconds.",
-		model_api_labels, NULL, 0);
+		"Time from request headers received to response queued, in seconds, by model, api and rollout arm.",
+		model_api_arm_labels, NULL, 0);
 	h->m_parse = es_metrics_histogram(m, "edgeserve_request_parse_duration_seconds",
 		"Time to parse and validate an inference request body, in seconds.",
 		model_api_labels, NULL, 0);

@@ -18,6 +18,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/status.h"
+#include "api/json_scan.h"
 
 #define NAMES_MAX 200 /* room for a list of names inside a message */
 
@@ -125,13 +126,12 @@ static bool align_binary_inputs(api_ctx *c, size_t n_in)
 	return true;
 }
 
-static bool prepare_kserve(api_ctx *c, const es_model *m)
+/* KServe v2, before the version is known: body -> c->v2, request id. */
+static bool parse_kserve(api_ctx *c)
 {
 	const char *model = c->route.model;
-	int64_t ver = es_version_number(c->version);
 	size_t json_len = c->body_len;
 	es_error err = {0};
-	char names[NAMES_MAX];
 	int rc;
 
 	const char *hl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
@@ -166,6 +166,16 @@ static bool prepare_kserve(api_ctx *c, const es_model *m)
 		snprintf(c->id, sizeof(c->id), "%s", c->v2.id);
 		c->id_cut = strlen(c->v2.id) > API_ID_MAX;
 	}
+	return true;
+}
+
+/* KServe v2, with the version chosen: c->inputs in model order, output
+ * selection. */
+static bool prepare_kserve(api_ctx *c, const es_model *m)
+{
+	const char *model = c->route.model;
+	int64_t ver = es_version_number(c->version);
+	char names[NAMES_MAX];
 
 	/* inputs, by name, into model order */
 	size_t n_in = es_model_num_inputs(m);
@@ -352,7 +362,8 @@ static void encode_reply(api_ctx *c, const es_tensor *outputs, size_t n_outputs)
 	if (c->api == API_KSERVE)
 		rc = es_v2_encode_response(&b, &json_len, es_servable_name(c->model),
 					   es_version_number(c->version), c->v2.id,
-					   c->v2.parameters, c->outs, c->n_out);
+					   c->resp_params ? c->resp_params : c->v2.parameters,
+					   c->outs, c->n_out);
 	else
 		rc = es_tfs_encode_predict(&b, c->tfs.columnar, c->outs, c->n_out);
 	c->encode_ns = es_now_ns() - t0;
@@ -388,6 +399,311 @@ static void infer_done(es_request *r, const es_tensor *outputs, size_t n_outputs
 	MHD_resume_connection(conn);
 }
 
+/* ---- choosing the version: labels, canary arm, shadow -------------------- */
+
+/* What a request says about its version besides the URL. */
+typedef struct route_hints {
+	char label[API_LABEL_MAX + 1];
+	bool has_label;
+	char key[API_USER_KEY_MAX + 1]; /* the canary's user key */
+	size_t key_len;
+	bool has_key;
+} route_hints;
+
+/* Decoded copy of a JSON string token into out (cap bytes with the NUL);
+ * false when it does not fit. */
+static bool js_str_copy(const es_js_str *str, char *out, size_t cap, size_t *len)
+{
+	char *tmp;
+	size_t n;
+
+	if (!str->esc) {
+		if (str->n >= cap)
+			return false;
+		memcpy(out, str->s, str->n);
+		out[str->n] = '\0';
+		*len = str->n;
+		return true;
+	}
+	tmp = malloc(str->n + 1);
+	if (!tmp)
+		return false;
+	n = es_js_unescape(str, tmp);
+	if (n >= cap) {
+		free(tmp);
+		return false;
+	}
+	memcpy(out, tmp, n);
+	out[n] = '\0';
+	free(tmp);
+	*len = n;
+	return true;
+}
+
+/* An integer token: -?[0-9]+ (no fraction, no exponent). */
+static bool integer_token(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (n && s[0] == '-')
+		i = 1;
+	if (i == n)
+		return false;
+	for (; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/*
+ * Reads "version_label" and the canary's user key parameter (key_param,
+ * "" for none) from the KServe request "parameters" (JSON text the codec
+ * has validated). The key is a string or an integer (its decimal text, so
+ * 42 and "42" are the same user). Prepares a 400 and returns false for a
+ * value of the wrong kind, a bad label name or an oversized key.
+ */
+static bool hints_from_params(api_ctx *c, const char *key_param, route_hints *hn)
+{
+	const char *text = c->v2.parameters;
+	es_error err = {0};
+	es_js js;
+	es_js_str key, val;
+	bool first = true;
+	char shown[96];
+	int rc;
+
+	if (!text)
+		return true;
+	es_js_init(&js, text, strlen(text), &err);
+	if ((rc = es_js_obj_begin(&js)))
+		goto bad_json;
+	while ((rc = es_js_obj_next(&js, &first, &key)) > 0) {
+		if (es_js_str_eq(&key, "version_label")) {
+			size_t n;
+
+			if (es_js_peek(&js) != '"') {
+				es_api_reply_error(c, 400, ES_EINVAL,
+						   "model '%s': parameter 'version_label' must be a string",
+						   c->route.model);
+				return false;
+			}
+			if ((rc = es_js_string(&js, &val)))
+				goto bad_json;
+			if (!js_str_copy(&val, hn->label, sizeof(hn->label), &n) ||
+			    !es_api_label_ok(hn->label, n)) {
+				char raw[API_LABEL_MAX * 2 + 8];
+				size_t cut = val.n < sizeof(raw) - 1 ? val.n : sizeof(raw) - 1;
+
+				memcpy(raw, val.s, cut);
+				raw[cut] = '\0';
+				es_api_sanitize(shown, sizeof(shown), raw);
+				es_api_reply_error(c, 400, ES_EINVAL,
+						   "model '%s': invalid label '%s' in parameter 'version_label': expected 1 to %d letters, digits or '_'",
+						   c->route.model, shown, API_LABEL_MAX);
+				return false;
+			}
+			hn->has_label = true;
+		} else if (key_param[0] && es_js_str_eq(&key, key_param)) {
+			int ch = es_js_peek(&js);
+
+			es_api_sanitize(shown, sizeof(shown), key_param);
+			if (ch == '"') {
+				if ((rc = es_js_string(&js, &val)))
+					goto bad_json;
+				if (!js_str_copy(&val, hn->key, sizeof(hn->key), &hn->key_len)) {
+					es_api_reply_error(c, 400, ES_EINVAL,
+							   "model '%s': parameter '%s' is longer than %d bytes",
+							   c->route.model, shown, API_USER_KEY_MAX);
+					return false;
+				}
+			} else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+				const char *num;
+				size_t n;
+
+				if ((rc = es_js_number(&js, &num, &n)))
+					goto bad_json;
+				if (!integer_token(num, n) || n > API_USER_KEY_MAX) {
+					es_api_reply_error(c, 400, ES_EINVAL,
+							   "model '%s': parameter '%s' must be a string or an integer, got %.*s",
+							   c->route.model, shown,
+							   (int)(n < 32 ? n : 32), num);
+					return false;
+				}
+				memcpy(hn->key, num, n);
+				hn->key[n] = '\0';
+				hn->key_len = n;
+			} else {
+				es_api_reply_error(c, 400, ES_EINVAL,
+						   "model '%s': parameter '%s' must be a string or an integer",
+						   c->route.model, shown);
+				return false;
+			}
+			/* an empty key is no key: such requests go where keyless
+			 * ones go */
+			hn->has_key = hn->key_len > 0;
+		} else if ((rc = es_js_skip(&js))) {
+			goto bad_json;
+		}
+	}
+	if (rc == 0)
+		return true;
+bad_json:
+	/* cannot happen for text the codec accepted; kept as a real check */
+	es_api_reply_error(c, 400, ES_EPARSE, "model '%s': request 'parameters': %s",
+			   c->route.model, err.msg[0] ? err.msg : "malformed JSON");
+	return false;
+}
+
+/*
+ * Gathers the label and user key of a request: the label from the URL
+ * (TF-Serving /labels/l) or the KServe "version_label" parameter; the key
+ * from the model's key header (case-insensitive) or else its KServe
+ * parameter. Prepares an error reply and returns false on bad input.
+ */
+static bool gather_hints(api_ctx *c, route_hints *hn)
+{
+	char header[128], param[128];
+	const char *hv = NULL;
+
+	memset(hn, 0, sizeof(*hn));
+	if (c->route.has_label) {
+		snprintf(hn->label, sizeof(hn->label), "%s", c->route.label);
+		hn->has_label = true;
+	}
+	es_servable_user_key_source(c->model, header, sizeof(header), param,
+				    sizeof(param));
+	if (header[0])
+		hv = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, header);
+	if (hv && hv[0]) {
+		size_t n = strlen(hv);
+		char shown[96];
+
+		if (n > API_USER_KEY_MAX) {
+			es_api_sanitize(shown, sizeof(shown), header);
+			es_api_reply_error(c, 400, ES_EINVAL,
+					   "model '%s': header '%s' is longer than %d bytes",
+					   c->route.model, shown, API_USER_KEY_MAX);
+			return false;
+		}
+		memcpy(hn->key, hv, n + 1);
+		hn->key_len = n;
+		hn->has_key = true;
+	}
+	if (c->api != API_KSERVE)
+		return true;
+	/* the header wins over the parameter; the label is read either way */
+	route_hints from_params;
+	memset(&from_params, 0, sizeof(from_params));
+	if (!hints_from_params(c, hn->has_key ? "" : param, &from_params))
+		return false;
+	if (from_params.has_label && !hn->has_label) {
+		memcpy(hn->label, from_params.label, sizeof(hn->label));
+		hn->has_label = true;
+	}
+	if (from_params.has_key) {
+		memcpy(hn->key, from_params.key, from_params.key_len + 1);
+		hn->key_len = from_params.key_len;
+		hn->has_key = true;
+	}
+	return true;
+}
+
+/*
+ * The KServe reply's "parameters": the request's own (echoed, as before)
+ * with "arm" set to this request's arm. Members of the request called
+ * "arm" are replaced. False when memory ran out.
+ */
+static bool build_reply_params(api_ctx *c)
+{
+	const char *text = c->v2.parameters;
+	es_buf b = ES_BUF_INIT;
+	bool first = true, any = false;
+	es_error err = {0};
+	es_js_str key;
+	es_js js;
+	int rc = 0;
+
+	es_buf_putc(&b, '{');
+	if (text) {
+		es_js_init(&js, text, strlen(text), &err);
+		rc = es_js_obj_begin(&js);
+		while (!rc && (rc = es_js_obj_next(&js, &first, &key)) > 0) {
+			es_js_peek(&js); /* to the value's first byte */
+			const char *v0 = js.p;
+			if ((rc = es_js_skip(&js)))
+				break;
+			rc = 0;
+			if (es_js_str_eq(&key, "arm"))
+				continue;
+			if (any)
+				es_buf_putc(&b, ',');
+			/* the key as written, quotes included */
+			es_buf_append(&b, key.s - 1, key.n + 2);
+			es_buf_putc(&b, ':');
+			es_buf_append(&b, v0, (size_t)(js.p - v0));
+			any = true;
+		}
+	}
+	if (rc < 0) {
+		/* not an object we can read: answer with the arm alone */
+		es_buf_reset(&b);
+		es_buf_putc(&b, '{');
+		any = false;
+	}
+	es_buf_printf(&b, "%s\"arm\":\"%s\"}", any ? "," : "", es_arm_name(c->req.arm));
+	if (b.failed) {
+		es_buf_free(&b);
+		return false;
+	}
+	size_t len;
+	c->resp_params = es_buf_steal(&b, &len);
+	return c->resp_params != NULL;
+}
+
+/* Chooses the version (es_servable_route): c->version, the arm and a shadow
+ * reference in c->req. Prepares an error reply and returns false. */
+static bool route_request(api_ctx *c)
+{
+	route_hints hn;
+	es_route_in in;
+	es_route_out out = {NULL, ES_ARM_DEFAULT, NULL};
+	es_error err = {0};
+	int rc;
+
+	if (!gather_hints(c, &hn))
+		return false;
+	memset(&in, 0, sizeof(in));
+	in.version = c->route.version;
+	in.label = hn.has_label ? hn.label : NULL;
+	in.user_key = hn.has_key ? hn.key : NULL;
+	in.user_key_len = hn.has_key ? hn.key_len : 0;
+	in.request_id = c->id;
+	rc = es_servable_route(c->model, &in, &out, &err);
+	if (rc) {
+		c->version = NULL;
+		fail_model(c, rc, err.msg);
+		return false;
+	}
+	c->version = out.version;
+	c->req.arm = out.arm;
+	c->req.shadow = out.shadow;
+	c->routed = true;
+	if (c->api == API_KSERVE && !build_reply_params(c)) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return false;
+	}
+	return true;
+}
+
+/* Drops the shadow reference of a request that will not run. */
+static void drop_shadow(api_ctx *c)
+{
+	if (c->req.shadow) {
+		es_version_release(c->req.shadow);
+		c->req.shadow = NULL;
+	}
+}
+
 /* ---- entry points -------------------------------------------------------- */
 
 bool es_api_infer_start(api_ctx *c)
@@ -397,15 +713,21 @@ bool es_api_infer_start(api_ctx *c)
 	uint64_t t0 = es_now_ns();
 	int rc;
 
-	rc = es_servable_acquire(c->model, c->route.version, &c->version, &err);
-	if (rc) {
-		c->version = NULL;
-		fail_model(c, rc, err.msg);
+	/* KServe: the body may name a label or carry the user key, so it is
+	 * parsed before the version is chosen; the inputs are matched after. */
+	if (c->api == API_KSERVE && !parse_kserve(c)) {
+		c->parse_ns = es_now_ns() - t0;
+		return false;
+	}
+	if (!route_request(c)) {
+		c->parse_ns = es_now_ns() - t0;
+		drop_shadow(c);
 		return false;
 	}
 	const es_model *m = es_version_model(c->version);
 	if (c->api == API_KSERVE ? !prepare_kserve(c, m) : !prepare_tfs(c, m)) {
 		c->parse_ns = es_now_ns() - t0;
+		drop_shadow(c);
 		return false;
 	}
 	c->parse_ns = es_now_ns() - t0;
@@ -421,7 +743,9 @@ bool es_api_infer_start(api_ctx *c)
 	rc = es_server_submit(h->srv, &c->req, &err);
 	if (rc) {
 		/* refused at once (bad input, queue full, shutting down): the
-		 * reply is ready, resume to send it */
+		 * shadow reference is still ours; the reply is ready, resume to
+		 * send it */
+		drop_shadow(c);
 		fail_model(c, rc, err.msg);
 		MHD_resume_connection(c->conn);
 	}
@@ -445,6 +769,8 @@ void es_api_infer_cleanup(api_ctx *c)
 	c->out_index = NULL;
 	c->out_binary = NULL;
 	c->outs = NULL;
+	free(c->resp_params);
+	c->resp_params = NULL;
 	if (c->version) {
 		es_version_release(c->version);
 		c->version = NULL;

@@ -200,15 +200,64 @@ static void route_v2(api_route *r, const segment *s, size_t n)
 	}
 }
 
-/* /v1/admin/models/{m}/rollback */
+bool es_api_label_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > API_LABEL_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* Version labels: [A-Za-z0-9_]{1,API_LABEL_MAX}. */
+static bool route_label(api_route *r, const segment *s)
+{
+	char shown[96];
+
+	if (!es_api_label_ok(s->p, s->n)) {
+		seg_sanitize(shown, sizeof(shown), s);
+		route_bad(r, 400,
+			  "invalid label '%s' for model '%s': expected 1 to %d letters, digits or '_'",
+			  shown, r->model, API_LABEL_MAX);
+		return false;
+	}
+	memcpy(r->label, s->p, s->n);
+	r->label[s->n] = '\0';
+	r->has_label = true;
+	return true;
+}
+
+/* /v1/admin/models/{m}/{rollback,labels,canary,kill,unkill,rollout} */
 static void route_admin(api_route *r, const segment *s, size_t n)
 {
-	if (n != 5 || !seg_is(&s[2], "models") || !seg_is(&s[4], "rollback"))
+	static const struct {
+		const char *verb;
+		api_route_kind kind;
+		bool post;
+	} verbs[] = {
+		{"rollback", R_MODEL_ROLLBACK, true},
+		{"labels", R_ADMIN_LABELS, true},
+		{"canary", R_ADMIN_CANARY, true},
+		{"kill", R_ADMIN_KILL, true},
+		{"unkill", R_ADMIN_UNKILL, true},
+		{"rollout", R_ADMIN_ROLLOUT, false},
+	};
+
+	if (n != 5 || !seg_is(&s[2], "models"))
 		return;
-	if (!route_model(r, &s[3]))
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (!seg_is(&s[4], verbs[i].verb))
+			continue;
+		if (!route_model(r, &s[3]))
+			return;
+		r->kind = verbs[i].kind;
+		r->post = verbs[i].post;
 		return;
-	r->kind = R_MODEL_ROLLBACK;
-	r->post = true;
+	}
 }
 
 /* /v1/... (TF-Serving and OVMS) */
@@ -248,9 +297,10 @@ static void route_v1(api_route *r, segment *s, size_t n)
 		rest += 2;
 		nrest -= 2;
 	} else if (nrest >= 2 && seg_is(&rest[0], "labels")) {
-		route_bad(r, 404, "model '%s': version labels are not supported; use /versions/N",
-			  r->model);
-		return;
+		if (!route_label(r, &rest[1]))
+			return;
+		rest += 2;
+		nrest -= 2;
 	}
 	if (verb.p) {
 		char shown[96];
@@ -269,7 +319,7 @@ static void route_v1(api_route *r, segment *s, size_t n)
 	}
 	if (nrest == 0)
 		r->kind = R_TFS_STATUS;
-	else if (nrest == 1 && seg_is(&rest[0], "metadata"))
+	else if (nrest == 1 && seg_is(&rest[0], "metadata") && !r->has_label)
 		r->kind = R_TFS_METADATA;
 }
 
@@ -575,6 +625,42 @@ static void handle_tfs_status(api_ctx *c)
 	reply_json(c, 200, &b);
 }
 
+/* GET /v1/models/m/labels/l: the status of the version the label points
+ * at (TF-Serving); 404 naming the label when the model has no such label. */
+static void handle_label_status(api_ctx *c)
+{
+	es_rollout_report *rep = calloc(1, sizeof(*rep));
+	int64_t version = 0;
+	es_version_status *st;
+	size_t n;
+	es_buf b = ES_BUF_INIT;
+	int rc;
+
+	if (!rep) {
+		es_api_reply_error(c, 503, ES_ENOMEM, "out of memory");
+		return;
+	}
+	rc = es_servable_rollout_report(c->model, rep);
+	if (rc) {
+		free(rep);
+		es_api_fail(c, rc, NULL);
+		return;
+	}
+	for (size_t i = 0; i < rep->n_labels && i < ES_MAX_LABELS; i++)
+		if (strcmp(rep->label_names[i], c->route.label) == 0)
+			version = rep->label_versions[i];
+	free(rep);
+	if (!version) {
+		es_api_reply_error(c, 404, ES_ENOTFOUND, "model '%s' has no label '%s'",
+				   c->route.model, c->route.label);
+		return;
+	}
+	st = model_statuses(c->model, &n);
+	put_model_status_list(&b, st, n, version, DIALECT_TFS);
+	free(st);
+	reply_json(c, 200, &b);
+}
+
 static const char *tf_dtype(es_dtype dt)
 {
 	switch (dt) {
@@ -800,7 +886,13 @@ void es_api_handle_get(api_ctx *c)
 		handle_model_ready(c);
 		break;
 	case R_TFS_STATUS:
-		handle_tfs_status(c);
+		if (c->route.has_label)
+			handle_label_status(c);
+		else
+			handle_tfs_status(c);
+		break;
+	case R_ADMIN_ROLLOUT:
+		es_api_handle_rollout_report(c);
 		break;
 	case R_TFS_METADATA:
 		handle_tfs_metadata(c);

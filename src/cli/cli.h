@@ -1,5 +1,5 @@
 /*
- * The edgeserve command line: main.c dispatches argv[1] through a table of
+ * The edgeserve command line: dispatch.c dispatches argv[1] through a table of
  * subcommands, one file each (run.c, later serve.c, bench.c ...).
  *
  * Every subcommand's entry point gets argv starting at its own name
@@ -14,6 +14,10 @@ enum {
 	ES_CLI_EXIT_FAILURE = 1, /* the work failed: bad model, bad input, run error */
 	ES_CLI_EXIT_USAGE = 2,   /* the command line was wrong */
 };
+
+/* Runs the subcommand argv[1] names (usage, --help and --version too) and
+ * returns the process exit status. */
+int es_cli_dispatch(int argc, char **argv);
 
 /* `edgeserve run`: one-shot inference and benchmark of one model. */
 int es_cli_run(int argc, char **argv);

@@ -60,6 +60,7 @@ typedef struct serve_opts {
 	int metrics_enable;           /* -1: not given, else 0/1 */
 	long long poll_wait_s;        /* -1: not given */
 	const char *cache_dir;        /* NULL: not given */
+	const char *divergence_log;   /* NULL: not given */
 	long long warmup_inferences;  /* -1: not given */
 	bool allow_old_runtime;
 } serve_opts;
@@ -78,7 +79,9 @@ static void print_help(FILE *out)
 		"the port, which is also printed on stdout (\"edgeserve: serving on URL\").\n"
 		"POST /v1/config/reload reads the configuration again and applies it;\n"
 		"POST /v1/admin/models/NAME/rollback goes back to a model's previous version\n"
-		"(see docs/lifecycle.md).\n"
+		"(see docs/lifecycle.md). Labels, canaries with a kill switch, shadow runs\n"
+		"and device fallback are set in the config file and moved with\n"
+		"/v1/admin/models/NAME/{labels,canary,kill,unkill,rollout} (docs/rollouts.md).\n"
 		"\n"
 		"what to serve (one of these; with none, ./" DEFAULT_REPOSITORY " is served\n"
 		"when it exists):\n"
@@ -119,6 +122,12 @@ static void print_help(FILE *out)
 		"                               loaded is older than the oldest tested one\n"
 		"                               (default false: refuse to start)\n"
 		"\n"
+		"rollouts (docs/rollouts.md):\n"
+		"  --divergence_log FILE        append a JSON line for each shadow run whose\n"
+		"                               outputs diverge from the primary's (at most %d\n"
+		"                               lines a second; the rest are counted); default:\n"
+		"                               \"shadow_divergence\" lines in the server log\n"
+		"\n"
 		"behaviour:\n"
 		"  --default_timeout_ms N       request deadline (default %" PRId64 "; 0: none);\n"
 		"                               a KServe \"timeout\" parameter (microseconds) may\n"
@@ -137,7 +146,7 @@ static void print_help(FILE *out)
 		d.rest_port, d.rest_bind_address ? d.rest_bind_address : "127.0.0.1",
 		d.rest_workers, d.max_connections, d.max_request_bytes,
 		d.connection_timeout_s, d.poll_wait_s, d.default_warmup,
-		d.default_timeout_ms, d.exit_timeout_s,
+		d.divergence_log_per_s, d.default_timeout_ms, d.exit_timeout_s,
 		d.metrics_enable ? "true" : "false", d.log_level ? d.log_level : "INFO");
 	es_config_free(&d);
 }
@@ -226,6 +235,7 @@ enum opt_id {
 	O_REPO, O_CONFIG, O_MODEL_NAME, O_MODEL_PATH, O_PORT, O_BIND, O_WORKERS,
 	O_MAX_CONN, O_MAX_BYTES, O_CONN_TIMEOUT, O_DEFAULT_TIMEOUT, O_EXIT_TIMEOUT,
 	O_METRICS, O_LOG_LEVEL, O_POLL_WAIT, O_CACHE_DIR, O_WARMUP, O_OLD_RUNTIME,
+	O_DIVERGENCE_LOG,
 };
 
 static const struct {
@@ -250,6 +260,7 @@ static const struct {
 	{"cache_dir", O_CACHE_DIR},
 	{"warmup_inferences", O_WARMUP},
 	{"allow_old_runtime", O_OLD_RUNTIME},
+	{"divergence_log", O_DIVERGENCE_LOG},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -397,6 +408,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 			o->allow_old_runtime = b == 1;
 			break;
 		}
+		case O_DIVERGENCE_LOG:
+			if (!*value)
+				return usage_error("--divergence_log: empty file name");
+			o->divergence_log = value;
+			break;
 		}
 	}
 
@@ -493,6 +509,8 @@ static int apply_opts(es_server_config *cfg, const serve_opts *o)
 	if (o->warmup_inferences >= 0)
 		cfg->default_warmup = (int)o->warmup_inferences;
 	if (o->cache_dir && replace_str(&cfg->cache_dir, o->cache_dir))
+		return ES_ENOMEM;
+	if (o->divergence_log && replace_str(&cfg->divergence_log, o->divergence_log))
 		return ES_ENOMEM;
 	return 0;
 }

@@ -34,6 +34,8 @@
 #define WARMUP_MAX 1000
 /* --file_system_poll_wait_seconds: at most a day. */
 #define POLL_WAIT_MAX 86400
+/* A device's spill_wait_ms: at most an hour. */
+#define SPILL_WAIT_MAX_MS 3600000
 
 bool es_serving_name_ok(const char *name)
 {
@@ -99,6 +101,8 @@ void es_config_defaults(es_server_config *cfg)
 	cfg->poll_wait_s = 1;
 	cfg->cache_dir = NULL;
 	cfg->default_warmup = 1;
+	cfg->divergence_log = NULL;
+	cfg->divergence_log_per_s = 10;
 	cfg->devices = calloc(1, sizeof(*cfg->devices));
 	if (cfg->devices) {
 		cfg->n_devices = 1;
@@ -110,6 +114,8 @@ static void free_device(es_device_config *d)
 {
 	free(d->name);
 	free(d->backend);
+	free(d->fallback);
+	free(d->fault_control);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -119,6 +125,14 @@ static void free_model(es_model_config *m)
 	free(m->base_path);
 	free(m->target_device);
 	free(m->policy.versions);
+	for (size_t i = 0; i < m->n_labels; i++)
+		free(m->labels[i].name);
+	free(m->labels);
+	free(m->canary.label);
+	free(m->canary.user_header);
+	free(m->canary.user_parameter);
+	free(m->canary.salt);
+	free(m->shadow.label);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -143,6 +157,7 @@ void es_config_free(es_server_config *cfg)
 	free(cfg->rest_bind_address);
 	free(cfg->log_level);
 	free(cfg->cache_dir);
+	free(cfg->divergence_log);
 	free_devices(cfg->devices, cfg->n_devices);
 	free_models(cfg->models, cfg->n_models);
 	memset(cfg, 0, sizeof(*cfg));
@@ -308,7 +323,7 @@ static int get_int(const cJSON *j, const char *loc, int64_t min, int64_t max,
 		return wrong_type(err, loc, range, j);
 	double v = j->valuedouble;
 	if (!isfinite(v) || v != floor(v) || v < (double)min || v > (double)max)
-		return es_error_set(err, ES_EINVAL, "%s: expected %s, got %g", loc,
+		return es_error_set(err, ES_EINVAL, "%s: expected %s, got %.15g", loc,
 				    range, v);
 	*out = (int64_t)v;
 	return 0;
@@ -350,6 +365,231 @@ static int get_bool(const cJSON *j, const char *loc, bool *out, es_error *err)
 static int missing(es_error *err, const char *loc, const char *key)
 {
 	return es_error_set(err, ES_EINVAL, "%s: missing required key '%s'", loc, key);
+}
+
+/* A finite number in [min, max] (min excluded when min_open). */
+static int get_double(const cJSON *j, const char *loc, double min, bool min_open,
+		      double max, double *out, es_error *err)
+{
+	char range[96];
+	snprintf(range, sizeof(range), "a number %s %g and <= %g", min_open ? ">" : ">=",
+		 min, max);
+	if (!cJSON_IsNumber(j))
+		return wrong_type(err, loc, range, j);
+	double v = j->valuedouble;
+	if (!isfinite(v) || v < min || (min_open && v == min) || v > max)
+		return es_error_set(err, ES_EINVAL, "%s: expected %s, got %g", loc, range, v);
+	*out = v;
+	return 0;
+}
+
+/* ---- rollouts ---------------------------------------------------------------- */
+
+/* Rollout bounds and defaults (docs/rollouts.md). */
+#define LABEL_NAME_MAX 63
+#define KEY_SOURCE_MAX 127
+#define SALT_MAX 255
+#define GUARD_WINDOW_MAX 3600
+#define GUARD_MIN_SAMPLES_MAX 1000000
+#define SHADOW_QUEUE_MAX 65536
+#define DEFAULT_GUARD_WINDOW_S 30
+#define DEFAULT_GUARD_MIN_SAMPLES 50
+#define DEFAULT_SHADOW_QUEUE 64
+#define DEFAULT_SHADOW_ATOL 1e-4
+#define DEFAULT_SHADOW_RTOL 1e-3
+/* Version numbers: JSON numbers are doubles, exact up to 2^53. */
+#define VERSION_MAX ((int64_t)1 << 53)
+
+/* [A-Za-z0-9_]{1,63} */
+static bool label_name_ok(const char *s)
+{
+	size_t n = 0;
+	if (!s || !s[0])
+		return false;
+	for (const char *p = s; *p; p++, n++) {
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_') || n >= LABEL_NAME_MAX)
+			return false;
+	}
+	return true;
+}
+
+/* An HTTP header name or request parameter name: token characters,
+ * 1..KEY_SOURCE_MAX of them. */
+static bool key_source_ok(const char *s)
+{
+	size_t n = 0;
+	if (!s || !s[0])
+		return false;
+	for (const char *p = s; *p; p++, n++) {
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)) ||
+		    n >= KEY_SOURCE_MAX)
+			return false;
+	}
+	return true;
+}
+
+static int parse_labels(const cJSON *j, const char *loc, es_model_config *m, es_error *err)
+{
+	if (!cJSON_IsObject(j))
+		return wrong_type(err, loc, "an object of label names to versions", j);
+	int n = cJSON_GetArraySize(j);
+	if (n > ES_MAX_LABELS)
+		return es_error_set(err, ES_EINVAL, "%s: at most %d labels, got %d", loc,
+				    ES_MAX_LABELS, n);
+	m->labels = calloc((size_t)n + 1, sizeof(*m->labels));
+	if (!m->labels)
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	for (const cJSON *c = j->child; c; c = c->next) {
+		char kloc[LOC_MAX];
+		const char *name = c->string ? c->string : "";
+		member_loc(kloc, loc, name);
+		if (!label_name_ok(name))
+			return es_error_set(err, ES_EINVAL,
+					    "%s: label name '%.64s' is not valid (expected [A-Za-z0-9_]+, at most %d characters)",
+					    loc, name, LABEL_NAME_MAX);
+		for (size_t k = 0; k < m->n_labels; k++)
+			if (!strcmp(m->labels[k].name, name))
+				return es_error_set(err, ES_EINVAL, "%s: duplicate label '%s'",
+						    loc, name);
+		es_label_config *l = &m->labels[m->n_labels];
+		int rc = get_int(c, kloc, 1, VERSION_MAX, &l->version, err);
+		if (rc)
+			return rc;
+		if (!(l->name = strdup(name)))
+			return es_error_set(err, ES_ENOMEM, "out of memory");
+		m->n_labels++;
+	}
+	return 0;
+}
+
+static int parse_guard(const cJSON *j, const char *loc, es_guard_config *g, es_error *err)
+{
+	static const char *const keys[] = { "window_seconds", "min_samples", "max_error_rate",
+					    "max_p95_ratio", "max_divergence_rate", NULL };
+	char kloc[LOC_MAX];
+	int rc = check_object(j, loc, keys, err);
+	for (const cJSON *c = j->child; !rc && c; c = c->next) {
+		member_loc(kloc, loc, c->string);
+		if (!strcmp(c->string, "window_seconds"))
+			rc = get_int32(c, kloc, 1, GUARD_WINDOW_MAX, &g->window_s, err);
+		else if (!strcmp(c->string, "min_samples"))
+			rc = get_int32(c, kloc, 1, GUARD_MIN_SAMPLES_MAX, &g->min_samples, err);
+		else if (!strcmp(c->string, "max_error_rate"))
+			rc = get_double(c, kloc, 0, false, 1, &g->max_error_rate, err);
+		else if (!strcmp(c->string, "max_p95_ratio"))
+			rc = get_double(c, kloc, 1, true, 1e9, &g->max_p95_ratio, err);
+		else if (!strcmp(c->string, "max_divergence_rate"))
+			rc = get_double(c, kloc, 0, false, 1, &g->max_divergence_rate, err);
+	}
+	return rc;
+}
+
+/* "version" or "label" (exactly one) of a canary or a shadow. */
+static int parse_target(const cJSON *j, const char *loc, int64_t *version, char **label,
+			es_error *err)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+	const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "label");
+	char kloc[LOC_MAX];
+	if (!v == !l)
+		return es_error_set(err, ES_EINVAL,
+				    "%s: expected exactly one of 'version' and 'label', got %s",
+				    loc, v ? "both" : "neither");
+	if (v) {
+		member_loc(kloc, loc, "version");
+		return get_int(v, kloc, 1, VERSION_MAX, version, err);
+	}
+	member_loc(kloc, loc, "label");
+	int rc = get_string(l, kloc, label, err);
+	if (!rc && !label_name_ok(*label))
+		rc = es_error_set(err, ES_EINVAL,
+				  "%s: '%.64s' is not a valid label name (expected [A-Za-z0-9_]+, at most %d characters)",
+				  kloc, *label, LABEL_NAME_MAX);
+	return rc;
+}
+
+static int parse_canary(const cJSON *j, const char *loc, es_canary_config *c, es_error *err)
+{
+	static const char *const keys[] = { "version", "label", "fraction_bp", "user_header",
+					    "user_parameter", "salt", "keyless", "kill_switch",
+					    "guard", NULL };
+	char kloc[LOC_MAX];
+	int rc = check_object(j, loc, keys, err);
+	if (rc || (rc = parse_target(j, loc, &c->version, &c->label, err)))
+		return rc;
+	c->enabled = true;
+	c->guard.window_s = DEFAULT_GUARD_WINDOW_S;
+	c->guard.min_samples = DEFAULT_GUARD_MIN_SAMPLES;
+	for (const cJSON *e = j->child; !rc && e; e = e->next) {
+		member_loc(kloc, loc, e->string);
+		if (!strcmp(e->string, "fraction_bp")) {
+			rc = get_int32(e, kloc, 0, 10000, &c->fraction_bp, err);
+		} else if (!strcmp(e->string, "user_header")) {
+			rc = get_string(e, kloc, &c->user_header, err);
+			if (!rc && !key_source_ok(c->user_header))
+				rc = es_error_set(err, ES_EINVAL,
+						  "%s: '%.64s' is not a valid HTTP header name (at most %d token characters)",
+						  kloc, c->user_header, KEY_SOURCE_MAX);
+		} else if (!strcmp(e->string, "user_parameter")) {
+			rc = get_string(e, kloc, &c->user_parameter, err);
+			if (!rc && !key_source_ok(c->user_parameter))
+				rc = es_error_set(err, ES_EINVAL,
+						  "%s: '%.64s' is not a valid parameter name (at most %d token characters)",
+						  kloc, c->user_parameter, KEY_SOURCE_MAX);
+		} else if (!strcmp(e->string, "salt")) {
+			rc = get_string(e, kloc, &c->salt, err);
+			if (!rc && strlen(c->salt) > SALT_MAX)
+				rc = es_error_set(err, ES_EINVAL,
+						  "%s: at most %d characters, got %zu", kloc,
+						  SALT_MAX, strlen(c->salt));
+		} else if (!strcmp(e->string, "keyless")) {
+			if (!cJSON_IsString(e) || !e->valuestring)
+				rc = wrong_type(err, kloc, "\"stable\" or \"request_id\"", e);
+			else if (!strcmp(e->valuestring, "stable"))
+				c->keyless_hash_id = false;
+			else if (!strcmp(e->valuestring, "request_id"))
+				c->keyless_hash_id = true;
+			else
+				rc = es_error_set(err, ES_EINVAL,
+						  "%s: expected \"stable\" or \"request_id\", got '%.32s'",
+						  kloc, e->valuestring);
+		} else if (!strcmp(e->string, "kill_switch")) {
+			rc = get_bool(e, kloc, &c->killed, err);
+		} else if (!strcmp(e->string, "guard")) {
+			rc = parse_guard(e, kloc, &c->guard, err);
+		}
+	}
+	return rc;
+}
+
+static int parse_shadow(const cJSON *j, const char *loc, es_shadow_config *sh, es_error *err)
+{
+	static const char *const keys[] = { "version", "label", "fraction_bp", "queue_size",
+					    "atol", "rtol", NULL };
+	char kloc[LOC_MAX];
+	int rc = check_object(j, loc, keys, err);
+	if (rc || (rc = parse_target(j, loc, &sh->version, &sh->label, err)))
+		return rc;
+	sh->enabled = true;
+	sh->queue_size = DEFAULT_SHADOW_QUEUE;
+	sh->atol = DEFAULT_SHADOW_ATOL;
+	sh->rtol = DEFAULT_SHADOW_RTOL;
+	for (const cJSON *e = j->child; !rc && e; e = e->next) {
+		member_loc(kloc, loc, e->string);
+		if (!strcmp(e->string, "fraction_bp"))
+			rc = get_int32(e, kloc, 0, 10000, &sh->fraction_bp, err);
+		else if (!strcmp(e->string, "queue_size"))
+			rc = get_int32(e, kloc, 1, SHADOW_QUEUE_MAX, &sh->queue_size, err);
+		else if (!strcmp(e->string, "atol"))
+			rc = get_double(e, kloc, 0, false, 1e30, &sh->atol, err);
+		else if (!strcmp(e->string, "rtol"))
+			rc = get_double(e, kloc, 0, false, 1e30, &sh->rtol, err);
+	}
+	return rc;
 }
 
 /* ---- the config file ------------------------------------------------------- */
@@ -419,7 +659,8 @@ static int parse_model(const cJSON *j, const char *loc, const char *config_dir,
 {
 	static const char *const keys[] = { "name", "base_path", "model_version_policy",
 					    "target_device", "nireq", "keep_previous",
-					    "warmup", NULL };
+					    "warmup", "version_labels", "canary", "shadow",
+					    NULL };
 	char kloc[LOC_MAX];
 	int rc = check_object(j, loc, keys, err);
 	if (rc)
@@ -444,6 +685,12 @@ static int parse_model(const cJSON *j, const char *loc, const char *config_dir,
 			rc = get_bool(c, kloc, &m->keep_previous, err);
 		else if (!strcmp(c->string, "warmup"))
 			rc = get_int32(c, kloc, 0, WARMUP_MAX, &m->warmup, err);
+		else if (!strcmp(c->string, "version_labels"))
+			rc = parse_labels(c, kloc, m, err);
+		else if (!strcmp(c->string, "canary"))
+			rc = parse_canary(c, kloc, &m->canary, err);
+		else if (!strcmp(c->string, "shadow"))
+			rc = parse_shadow(c, kloc, &m->shadow, err);
 		if (rc)
 			return rc;
 	}
@@ -471,7 +718,9 @@ static int parse_device(const cJSON *j, const char *loc, es_device_config *d,
 			es_error *err)
 {
 	static const char *const keys[] = { "name", "backend", "streams",
-					    "threads_per_stream", "max_queue_size", NULL };
+					    "threads_per_stream", "max_queue_size", "fallback",
+					    "spill_queue_depth", "spill_wait_ms", "fault_control",
+					    NULL };
 	char kloc[LOC_MAX];
 	int rc = check_object(j, loc, keys, err);
 	if (rc)
@@ -493,6 +742,14 @@ static int parse_device(const cJSON *j, const char *loc, es_device_config *d,
 		else if (!strcmp(c->string, "max_queue_size"))
 			rc = get_int32(c, kloc, 1, ES_MAX_QUEUE_SIZE,
 				       &d->max_queue_size, err);
+		else if (!strcmp(c->string, "fallback"))
+			rc = get_string(c, kloc, &d->fallback, err);
+		else if (!strcmp(c->string, "spill_queue_depth"))
+			rc = get_int32(c, kloc, 0, ES_MAX_QUEUE_SIZE, &d->spill_queue_depth, err);
+		else if (!strcmp(c->string, "spill_wait_ms"))
+			rc = get_int32(c, kloc, 0, SPILL_WAIT_MAX_MS, &d->spill_wait_ms, err);
+		else if (!strcmp(c->string, "fault_control"))
+			rc = get_string(c, kloc, &d->fault_control, err);
 		if (rc)
 			return rc;
 	}
@@ -829,9 +1086,177 @@ static int validate_policy(const es_model_config *m, es_error *err)
 			    m->name, (int)p->kind);
 }
 
+/* The device d names as its fallback (NULL: none or not configured). */
+static const es_device_config *fallback_of(const es_server_config *cfg,
+					   const es_device_config *d)
+{
+	if (!d->fallback)
+		return NULL;
+	for (size_t i = 0; i < cfg->n_devices; i++)
+		if (cfg->devices[i].name && !strcmp(cfg->devices[i].name, d->fallback))
+			return &cfg->devices[i];
+	return NULL;
+}
+
+/* Fallback (another configured device, no cycle), spill bounds and the
+ * fault-injecting backend's control file. */
+static int validate_device_rollout(const es_server_config *cfg, const es_device_config *d,
+				   es_error *err)
+{
+	if (d->fallback) {
+		if (!strcmp(d->fallback, d->name))
+			return es_error_set(err, ES_EINVAL,
+					    "device '%s': fallback: a device cannot be its own fallback",
+					    d->name);
+		if (!fallback_of(cfg, d))
+			return es_error_set(err, ES_EINVAL,
+					    "device '%s': fallback '%.64s' is not a configured device",
+					    d->name, d->fallback);
+		/* follow the chain: it must end within n_devices steps */
+		const es_device_config *f = d;
+		for (size_t steps = 0; f && steps <= cfg->n_devices; steps++) {
+			f = fallback_of(cfg, f);
+			if (f == d)
+				return es_error_set(err, ES_EINVAL,
+						    "device '%s': fallback '%s' leads back to '%s' (fallbacks must not form a cycle)",
+						    d->name, d->fallback, d->name);
+		}
+	}
+	if (d->spill_queue_depth < 0 || d->spill_queue_depth > ES_MAX_QUEUE_SIZE)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': spill_queue_depth: expected 0..%d, got %d",
+				    d->name, ES_MAX_QUEUE_SIZE, d->spill_queue_depth);
+	if (d->spill_wait_ms < 0 || d->spill_wait_ms > SPILL_WAIT_MAX_MS)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': spill_wait_ms: expected 0..%d, got %d",
+				    d->name, SPILL_WAIT_MAX_MS, d->spill_wait_ms);
+	if ((d->spill_queue_depth || d->spill_wait_ms) && !d->fallback)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': spill_queue_depth and spill_wait_ms need a fallback device to spill to",
+				    d->name);
+	if (d->fault_control && strcmp(d->backend, "faulty"))
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': fault_control is only meaningful for backend 'faulty', not '%.32s'",
+				    d->name, d->backend);
+	if (d->fault_control && !d->fault_control[0])
+		return es_error_set(err, ES_EINVAL, "device '%s': fault_control: must not be empty",
+				    d->name);
+	return 0;
+}
+
+static bool has_label(const es_model_config *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_labels; i++)
+		if (m->labels[i].name && !strcmp(m->labels[i].name, name))
+			return true;
+	return false;
+}
+
+/* Labels, canary and shadow of one model. */
+static int validate_model_rollout(const es_model_config *m, es_error *err)
+{
+	if (m->n_labels > ES_MAX_LABELS || (m->n_labels && !m->labels))
+		return es_error_set(err, ES_EINVAL, "model '%s': version_labels: at most %d labels",
+				    m->name, ES_MAX_LABELS);
+	for (size_t i = 0; i < m->n_labels; i++) {
+		const es_label_config *l = &m->labels[i];
+		if (!label_name_ok(l->name))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': version_labels: label name '%.64s' is not valid (expected [A-Za-z0-9_]+, at most %d characters)",
+					    m->name, l->name ? l->name : "", LABEL_NAME_MAX);
+		if (l->version < 1)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': version_labels.%s: expected a version >= 1, got %lld",
+					    m->name, l->name, (long long)l->version);
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(m->labels[k].name, l->name))
+				return es_error_set(err, ES_EINVAL,
+						    "model '%s': version_labels: label '%s' is given twice",
+						    m->name, l->name);
+	}
+	const es_canary_config *c = &m->canary;
+	if (c->enabled) {
+		if (!c->label == !c->version)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary: expected exactly one of a version (>= 1) and a label",
+					    m->name);
+		if (c->version < 0)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.version: expected >= 1, got %lld",
+					    m->name, (long long)c->version);
+		if (c->label && !has_label(m, c->label))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.label '%.64s' is not one of the model's version_labels",
+					    m->name, c->label);
+		if (c->fraction_bp < 0 || c->fraction_bp > 10000)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.fraction_bp: expected 0..10000, got %d",
+					    m->name, c->fraction_bp);
+		if (c->user_header && !key_source_ok(c->user_header))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.user_header '%.64s' is not a valid HTTP header name",
+					    m->name, c->user_header);
+		if (c->user_parameter && !key_source_ok(c->user_parameter))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.user_parameter '%.64s' is not a valid parameter name",
+					    m->name, c->user_parameter);
+		if (c->salt && strlen(c->salt) > SALT_MAX)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.salt: at most %d characters, got %zu",
+					    m->name, SALT_MAX, strlen(c->salt));
+		const es_guard_config *g = &c->guard;
+		/* (0 in a config built in code: the default) */
+		if (g->window_s < 0 || g->window_s > GUARD_WINDOW_MAX)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.guard.window_seconds: expected 1..%d, got %d",
+					    m->name, GUARD_WINDOW_MAX, g->window_s);
+		if (g->min_samples < 0 || g->min_samples > GUARD_MIN_SAMPLES_MAX)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.guard.min_samples: expected 1..%d, got %d",
+					    m->name, GUARD_MIN_SAMPLES_MAX, g->min_samples);
+		if (!(g->max_error_rate >= 0 && g->max_error_rate <= 1))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.guard.max_error_rate: expected 0..1, got %g",
+					    m->name, g->max_error_rate);
+		if (!(g->max_p95_ratio == 0 || (g->max_p95_ratio > 1 && isfinite(g->max_p95_ratio))))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.guard.max_p95_ratio: expected a ratio > 1 (or 0: off), got %g",
+					    m->name, g->max_p95_ratio);
+		if (!(g->max_divergence_rate >= 0 && g->max_divergence_rate <= 1))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': canary.guard.max_divergence_rate: expected 0..1, got %g",
+					    m->name, g->max_divergence_rate);
+	}
+	const es_shadow_config *sh = &m->shadow;
+	if (sh->enabled) {
+		if (!sh->label == !sh->version || sh->version < 0)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': shadow: expected exactly one of a version (>= 1) and a label",
+					    m->name);
+		if (sh->label && !has_label(m, sh->label))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': shadow.label '%.64s' is not one of the model's version_labels",
+					    m->name, sh->label);
+		if (sh->fraction_bp < 0 || sh->fraction_bp > 10000)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': shadow.fraction_bp: expected 0..10000, got %d",
+					    m->name, sh->fraction_bp);
+		if (sh->queue_size < 0 || sh->queue_size > SHADOW_QUEUE_MAX)
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': shadow.queue_size: expected 1..%d, got %d",
+					    m->name, SHADOW_QUEUE_MAX, sh->queue_size);
+		if (!(sh->atol >= 0 && isfinite(sh->atol)) || !(sh->rtol >= 0 && isfinite(sh->rtol)))
+			return es_error_set(err, ES_EINVAL,
+					    "model '%s': shadow: atol and rtol must be finite and >= 0, got %g and %g",
+					    m->name, sh->atol, sh->rtol);
+	}
+	return 0;
+}
+
 int es_config_validate(const es_server_config *cfg, es_error *err)
 {
 	es_log_level level;
+	int rc;
 	if (!cfg->rest_bind_address || !cfg->rest_bind_address[0])
 		return es_error_set(err, ES_EINVAL, "rest_bind_address is not set");
 	if (cfg->rest_port < 0 || cfg->rest_port > 65535)
@@ -868,6 +1293,11 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 				    WARMUP_MAX, cfg->default_warmup);
 	if (cfg->cache_dir && !cfg->cache_dir[0])
 		return es_error_set(err, ES_EINVAL, "cache_dir: must not be empty");
+	if (cfg->divergence_log && !cfg->divergence_log[0])
+		return es_error_set(err, ES_EINVAL, "divergence_log: must not be empty");
+	if (cfg->divergence_log_per_s < 0)
+		return es_error_set(err, ES_EINVAL, "divergence_log_per_s: expected >= 0, got %d",
+				    cfg->divergence_log_per_s);
 
 	if (!cfg->n_devices || !cfg->devices)
 		return es_error_set(err, ES_EINVAL, "no devices are configured");
@@ -882,9 +1312,9 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 				return es_error_set(err, ES_EINVAL,
 						    "devices[%zu]: device name '%s' is used twice",
 						    i, d->name);
-		if (!d->backend || strcmp(d->backend, "cpu"))
+		if (!d->backend || !es_backend_find(d->backend))
 			return es_error_set(err, ES_EINVAL,
-					    "device '%s': backend: expected 'cpu', got '%.32s'",
+					    "device '%s': backend: expected 'cpu' or another registered backend, got '%.32s'",
 					    d->name, d->backend ? d->backend : "");
 		if (d->streams < 1 || d->streams > ES_MAX_STREAMS)
 			return es_error_set(err, ES_EINVAL,
@@ -898,11 +1328,12 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 			return es_error_set(err, ES_EINVAL,
 					    "device '%s': max_queue_size: expected 1..%d, got %d",
 					    d->name, ES_MAX_QUEUE_SIZE, d->max_queue_size);
+		if ((rc = validate_device_rollout(cfg, d, err)))
+			return rc;
 	}
 
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		const es_model_config *m = &cfg->models[i];
-		int rc;
 		if (!es_serving_name_ok(m->name))
 			return es_error_set(err, ES_EINVAL,
 					    "models[%zu]: name '%.64s' is not valid (expected [A-Za-z0-9_.-]+, not starting with '.')",
@@ -914,7 +1345,7 @@ int es_config_validate(const es_server_config *cfg, es_error *err)
 		if (!m->base_path || !m->base_path[0])
 			return es_error_set(err, ES_EINVAL, "model '%s': base_path is not set",
 					    m->name);
-		if ((rc = validate_policy(m, err)))
+		if ((rc = validate_policy(m, err)) || (rc = validate_model_rollout(m, err)))
 			return rc;
 		if (m->nireq < 0)
 			return es_error_set(err, ES_EINVAL, "model '%s': nireq: expected >= 0, got %d",

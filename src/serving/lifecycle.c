@@ -338,6 +338,20 @@ static int version_create(es_servable *m, int64_t number, const char *dir,
 	for (int k = 0; k < dev->streams; k++, v->n_sessions++)
 		if ((rc = es_session_create(v->model, &so, &v->sessions[k], err)))
 			goto fail;
+	/* the fallback device runs spilled and retried requests of this
+	 * version on sessions of its own streams and thread count */
+	if (dev->fallback) {
+		es_device *fb = dev->fallback;
+		v->fb_sessions = calloc((size_t)fb->streams, sizeof(*v->fb_sessions));
+		if (!v->fb_sessions) {
+			rc = es_error_set(err, ES_ENOMEM, "out of memory");
+			goto fail;
+		}
+		es_session_options fso = { .threads = fb->threads };
+		for (int k = 0; k < fb->streams; k++, v->n_fb_sessions++)
+			if ((rc = es_session_create(v->model, &fso, &v->fb_sessions[k], err)))
+				goto fail;
+	}
 	if (s->metrics) {
 		char ver[24];
 		snprintf(ver, sizeof(ver), "%lld", (long long)number);
@@ -393,6 +407,9 @@ static load_result load_one(es_servable *m, int64_t number, es_sync_mode mode,
 		else
 			rc = es_preflight_warmup(v->model, v->sessions, v->n_sessions, 1, dir,
 						 &err);
+		if (!rc && v->n_fb_sessions)
+			rc = es_preflight_warmup(v->model, v->fb_sessions, v->n_fb_sessions, 1,
+						 dir, &err);
 	}
 	if (mode == ES_SYNC_POLL) {
 		uint64_t fp2 = 0, newest;
@@ -457,7 +474,8 @@ static load_result load_one(es_servable *m, int64_t number, es_sync_mode mode,
 		snprintf(ver, sizeof(ver), "%lld", (long long)number);
 		const char *labels[] = { m->name, ver, NULL };
 		es_counter_add(es_metric_get(s->f_warmup, labels),
-			       (uint64_t)warmup * (uint64_t)v->n_sessions);
+			       (uint64_t)warmup *
+				       (uint64_t)(v->n_sessions + v->n_fb_sessions));
 	}
 	es_logrec r;
 	if (es_log_begin(&r, rc ? ES_LOG_ERROR : ES_LOG_INFO, "model_load")) {
@@ -706,6 +724,8 @@ out:
 	free(to_load);
 	free(to_load_fp);
 	free(disk);
+	/* labels configured for a version that has only now become AVAILABLE */
+	es_rollout_sync(m);
 	return changed;
 }
 
@@ -833,7 +853,10 @@ static int check_devices(const es_server *s, const es_server_config *nc, es_erro
 		const es_device_config *a = &oc->devices[i], *b = &nc->devices[i];
 		if (!str_eq(a->name, b->name) || !str_eq(a->backend, b->backend) ||
 		    a->streams != b->streams || a->threads_per_stream != b->threads_per_stream ||
-		    a->max_queue_size != b->max_queue_size)
+		    a->max_queue_size != b->max_queue_size || !str_eq(a->fallback, b->fallback) ||
+		    a->spill_queue_depth != b->spill_queue_depth ||
+		    a->spill_wait_ms != b->spill_wait_ms ||
+		    !str_eq(a->fault_control, b->fault_control))
 			return es_error_set(err, ES_EINVAL,
 					    "devices cannot change without a restart (device '%s' differs)",
 					    b->name ? b->name : "?");
@@ -880,6 +903,16 @@ static bool update_settings(es_servable *m, const es_model_config *mc, int defau
 		changed = true;
 	}
 	pthread_mutex_unlock(&m->life_mu);
+	/* labels, canary and shadow (es_rollout_update takes life_mu itself) */
+	if (es_rollout_changed(m, mc)) {
+		es_error rerr = { 0 };
+		if (es_rollout_update(m, mc, &rerr))
+			es_log_msg(ES_LOG_ERROR, "config_reload",
+				   "model '%s': rollout settings not applied: %s", m->name,
+				   rerr.msg);
+		else
+			changed = true;
+	}
 	return changed;
 }
 

@@ -62,6 +62,9 @@ static void version_free(es_version *v)
 	for (int k = 0; k < v->n_sessions; k++)
 		es_session_destroy(v->sessions[k]);
 	free(v->sessions);
+	for (int k = 0; k < v->n_fb_sessions; k++)
+		es_session_destroy(v->fb_sessions[k]);
+	free(v->fb_sessions);
 	es_model_release(v->model);
 	free(v);
 }
@@ -347,6 +350,7 @@ static void servable_free(es_servable *m)
 {
 	if (!m)
 		return;
+	es_rollout_free(m);
 	table_free(atomic_load(&m->table));
 	pthread_mutex_destroy(&m->write_mu);
 	pthread_mutex_destroy(&m->life_mu);
@@ -414,6 +418,10 @@ es_servable *es_servable_new(es_server *s, const es_model_config *mc,
 	if (!m->dev) {
 		servable_free(m);
 		es_error_set(err, ES_EINVAL, "model '%s': unknown target_device", mc->name);
+		return NULL;
+	}
+	if (es_rollout_init(m, mc, err)) {
+		servable_free(m);
 		return NULL;
 	}
 	if (keep_servable(s, m)) {
@@ -525,6 +533,44 @@ int es_servable_acquire(es_servable *m, int64_t version, es_version **out,
 	return rc;
 }
 
+static const es_vt_entry *available_entry(const es_vtable *t, int64_t number)
+{
+	for (size_t i = 0; number && i < t->n; i++)
+		if (t->e[i].number == number)
+			return t->e[i].state == ES_VS_AVAILABLE && t->e[i].v ? &t->e[i] : NULL;
+	return NULL;
+}
+
+int es_servable_acquire_stable(es_servable *m, int64_t preferred, int64_t exclude,
+			       es_version **out, es_error *err)
+{
+	unsigned slot;
+	int rc = 0;
+	es_vtable *t = table_read_lock(m, &slot);
+	const es_vt_entry *hit = NULL;
+	if (preferred != exclude)
+		hit = available_entry(t, preferred);
+	int64_t d = es_table_default(t);
+	if (!hit && d != exclude)
+		hit = available_entry(t, d);
+	for (size_t i = 0; !hit && i < t->n; i++) /* highest first */
+		if (t->e[i].number != exclude)
+			hit = available_entry(t, t->e[i].number);
+	if (hit) {
+		es_version_retain(hit->v);
+		*out = hit->v;
+	} else if (exclude) {
+		rc = es_error_set(err, ES_EUNAVAILABLE,
+				  "model '%s' has no stable version available (no AVAILABLE version other than the canary version %lld)",
+				  m->name, (long long)exclude);
+	} else {
+		rc = es_error_set(err, ES_EUNAVAILABLE, "model '%s' has no available version",
+				  m->name);
+	}
+	table_read_unlock(m, slot);
+	return rc;
+}
+
 /* ---- the server ---------------------------------------------------------------------- */
 
 static void register_metrics(es_server *s)
@@ -536,6 +582,7 @@ static void register_metrics(es_server *s)
 	static const char *const mvs[] = { "model", "version", "state", NULL };
 	static const char *const mo[] = { "model", NULL };
 	static const char *const ms[] = { "model", "source", NULL };
+	static const char *const dfr[] = { "device", "fallback", "reason", NULL };
 	es_metrics *r = s->metrics;
 	if (!r)
 		return;
@@ -573,6 +620,9 @@ static void register_metrics(es_server *s)
 	s->f_compile = es_metrics_histogram(r, "edgeserve_model_compile_duration_seconds",
 		"Time to compile a model version from ONNX (source onnx) or read its compiled form from the cache (source cache).",
 		ms, NULL, 0);
+	s->f_fallback = es_metrics_counter(r, "edgeserve_fallback_total",
+		"Requests a device handed to its fallback device, by reason: spill_queue and spill_wait (the primary was too busy), error (a device error retried there), failed (the fallback failed them too). The fallback rate is the reliability signal to alert on.",
+		dfr);
 }
 
 int es_server_publish_models(es_server *s, es_model_list *l)
@@ -621,6 +671,8 @@ int es_server_create(const es_server_config *cfg, es_metrics *metrics,
 	}
 	if ((rc = es_sched_start(s, cfg, err)))
 		goto fail;
+	if ((rc = es_shadow_start(s, cfg, err)))
+		goto fail;
 	es_model_list *l = calloc(1, sizeof(*l) + (cfg->n_models + 1) * sizeof(l->m[0]));
 	if (!l || es_server_publish_models(s, l)) {
 		rc = es_error_set(err, ES_ENOMEM, "out of memory");
@@ -635,6 +687,8 @@ int es_server_create(const es_server_config *cfg, es_metrics *metrics,
 		l->m[l->n++] = m;
 	}
 	if ((rc = es_life_start(s, err)))
+		goto fail;
+	if ((rc = es_rollout_start(s, err)))
 		goto fail;
 	es_actor who = { "startup", NULL };
 	pthread_mutex_lock(&s->reload_mu);
@@ -659,6 +713,8 @@ void es_server_destroy(es_server *s)
 	if (!s)
 		return;
 	es_server_drain(s, 0);
+	es_shadow_stop(s); /* shadow runs still in flight keep the log alive */
+	es_rollout_stop(s);
 	es_life_stop(s);
 	es_sched_stop(s);
 	for (size_t i = 0; i < s->n_all; i++)

@@ -7,8 +7,17 @@
  *
  * A request leaves the queue exactly once, under the device lock, taken by
  * a worker (which runs it or, if its deadline passed, times it out), by the
- * reaper (deadline) or by drain (cancel). Whoever takes it completes it.
- * complete() always runs without any serving lock held.
+ * reaper (deadline) or by drain (cancel). Whoever takes it completes it,
+ * except that a worker may hand a request that failed with a device error
+ * to the fallback device's queue once, where the same rule applies again.
+ * complete() always runs without any serving lock held, and no thread ever
+ * holds two device locks.
+ *
+ * Each device runs requests through its backend (backend.c). A device with
+ * a fallback spills new requests there when its own queue is deep or its
+ * expected wait long, and retries device errors there once. Below the
+ * normal queue every device has a low-priority queue (shadow runs) that
+ * its workers serve only when the normal queue is empty.
  */
 #include <errno.h>
 #include <limits.h>
@@ -21,6 +30,11 @@
 #include "base/status.h"
 #include "obs/log.h"
 #include "serving/serving_int.h"
+
+/* Weight of the newest run in a device's mean service time. */
+#define ES_SERVICE_EWMA_ALPHA 0.2
+
+static void reaper_notify(es_server *s, uint64_t deadline);
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -45,7 +59,8 @@ static int cond_init_monotonic(pthread_cond_t *cv)
 
 static bool device_idle(const es_device *d)
 {
-	return d->queued == 0 && d->active == 0 && d->completing == 0;
+	return d->queued == 0 && d->low_queued == 0 && d->active == 0 &&
+	       d->completing == 0;
 }
 
 /* Caller holds d->mu. */
@@ -79,6 +94,28 @@ static es_request *queue_pop(es_device *d)
 	return r;
 }
 
+static void low_push(es_device *d, es_request *r)
+{
+	r->next = NULL;
+	if (d->low_tail)
+		d->low_tail->next = r;
+	else
+		d->low_head = r;
+	d->low_tail = r;
+	d->low_queued++;
+}
+
+static es_request *low_pop(es_device *d)
+{
+	es_request *r = d->low_head;
+	d->low_head = r->next;
+	if (!d->low_head)
+		d->low_tail = NULL;
+	r->next = NULL;
+	d->low_queued--;
+	return r;
+}
+
 es_device *es_sched_find_device(es_server *s, const char *name)
 {
 	for (size_t i = 0; i < s->n_devices; i++)
@@ -87,10 +124,59 @@ es_device *es_sched_find_device(es_server *s, const char *name)
 	return NULL;
 }
 
+/* True when d is the device running v's requests; otherwise d is that
+ * device's fallback. */
+static bool on_primary(const es_device *d, const es_version *v)
+{
+	return v->servable->dev == d;
+}
+
+/* The fallback of v's device can run v: it has sessions for it. */
+static bool fallback_ready(const es_version *v)
+{
+	const es_device *d = v->servable->dev;
+	return d->fallback && v->fb_sessions && v->n_fb_sessions == d->fallback->streams;
+}
+
+/* Counts one request handed to (or failed on) the fallback of primary. */
+static void count_fallback(es_device *primary, const char *reason)
+{
+	es_metric_child *c = NULL;
+	if (!strcmp(reason, "spill_queue"))
+		c = primary->m_fallback_spill_queue;
+	else if (!strcmp(reason, "spill_wait"))
+		c = primary->m_fallback_spill_wait;
+	else if (!strcmp(reason, "error"))
+		c = primary->m_fallback_error;
+	else
+		c = primary->m_fallback_failed;
+	es_counter_add(c, 1);
+}
+
 /* ---- completion ------------------------------------------------------------ */
+
+/* The request will not be mirrored: drop the shadow reference it carries. */
+static void drop_shadow(es_request *r)
+{
+	if (r->shadow) {
+		es_version_release(r->shadow);
+		r->shadow = NULL;
+	}
+}
+
+/* Feeds the rollout statistics of r's arm (normal requests only). A request
+ * that never ran (deadline) ends now. */
+static void record_outcome(const es_request *r, bool ok)
+{
+	uint64_t end = r->t_end_ns ? r->t_end_ns : es_now_ns();
+	double latency = r->t_enqueue_ns && end > r->t_enqueue_ns
+		? (double)(end - r->t_enqueue_ns) / 1e9 : 0.0;
+	es_rollout_record(r->version->servable, r->arm, ok, latency);
+}
 
 static void complete_error(es_request *r)
 {
+	drop_shadow(r);
 	r->complete(r, NULL, 0);
 }
 
@@ -103,12 +189,14 @@ static void complete_expired(es_device *d, es_request *r, uint64_t now)
 		     "model '%s' version %lld on device '%s': deadline exceeded while queued (waited %.1f ms)",
 		     v->servable->name, (long long)v->number, d->name, waited_ms);
 	es_counter_add(v->servable->m_deadline, 1);
+	record_outcome(r, false);
 	complete_error(r);
 }
 
 static void complete_cancelled(es_device *d, es_request *r)
 {
 	const es_version *v = r->version;
+	(void)d;
 	r->status = ES_ECANCELED;
 	es_error_set(&r->err, ES_ECANCELED,
 		     "model '%s' version %lld: cancelled, the server is shutting down",
@@ -118,49 +206,150 @@ static void complete_cancelled(es_device *d, es_request *r)
 
 /* ---- workers ----------------------------------------------------------------- */
 
-static void run_request(es_worker *w, es_request *r, uint64_t t_start)
+/*
+ * Hands r, which failed with a device error on its primary device, to the
+ * fallback's queue. Returns true when queued (r now belongs to the
+ * fallback); false when the fallback cannot take it (draining or full), in
+ * which case r->err says so as well.
+ */
+static bool retry_on_fallback(es_device *d, es_request *r)
+{
+	es_device *fb = d->fallback;
+	uint64_t deadline = r->deadline_ns;
+	const char *why = NULL;
+	pthread_mutex_lock(&fb->mu);
+	if (!fb->accepting)
+		why = "the server is shutting down";
+	else if (fb->queued >= fb->capacity)
+		why = "its queue is full";
+	if (!why) {
+		/* counted before it can complete: whoever sees the answer sees
+		 * the count */
+		count_fallback(d, "error");
+		/* t_enqueue_ns stays: the client's latency, the rollout
+		 * statistics and the queue wait on the fallback all count from
+		 * the first enqueue */
+		r->fallback_reason = "error";
+		r->device = fb->name;
+		r->status = 0;
+		queue_push(fb, r);
+		pthread_cond_signal(&fb->work_cv);
+	}
+	pthread_mutex_unlock(&fb->mu);
+	if (why) {
+		es_error_prefix(&r->err, "not retried on fallback device '%s' (%s)", fb->name,
+				why);
+		return false;
+	}
+	/* from here on r may already be completed and gone */
+	if (deadline)
+		reaper_notify(d->srv, deadline);
+	return true;
+}
+
+/* Runs r on worker w's stream through the device's backend and completes
+ * it, or hands it to the fallback (a device error on the primary). Returns
+ * the time the backend ran (s), 0 when it did not. low: r came from the
+ * low-priority queue (no rollout statistics, no shadow, no retry). */
+static double run_request(es_worker *w, es_request *r, uint64_t t_start, bool low)
 {
 	es_device *d = w->dev;
+	es_server *s = d->srv;
 	es_version *v = r->version;
+	es_servable *m = v->servable;
 	size_t n_out = es_model_num_outputs(v->model);
+	bool primary = on_primary(d, v);
+	es_metric_child *m_wait = v->m_queue_wait, *m_run = v->m_inference;
+	es_session *session = NULL;
+	double busy_s = 0;
 
 	/* keep v (and so the session owning the outputs) alive through
 	 * complete(), even if the caller drops its reference in there */
 	es_version_retain(v);
 	r->stream = w->index;
 	r->t_start_ns = t_start;
-	es_histogram_observe(v->m_queue_wait, (double)(t_start - r->t_enqueue_ns) / 1e9);
+	r->device = d->name;
+	if (!primary && s->metrics) {
+		char ver[24];
+		snprintf(ver, sizeof(ver), "%lld", (long long)v->number);
+		const char *labels[] = { m->name, ver, d->name, NULL };
+		m_wait = es_metric_get(s->f_queue_wait, labels);
+		m_run = es_metric_get(s->f_inference, labels);
+	}
+	es_histogram_observe(m_wait, (double)(t_start - r->t_enqueue_ns) / 1e9);
 
+	if (primary)
+		session = w->index < v->n_sessions ? v->sessions[w->index] : NULL;
+	else if (fallback_ready(v))
+		session = v->fb_sessions[w->index];
+	if (!session) {
+		/* queued here only by the checks in submit and retry */
+		r->t_end_ns = es_now_ns();
+		r->status = es_error_set(&r->err, ES_EINTERNAL,
+					 "model '%s' version %lld: no session on device '%s'",
+					 m->name, (long long)v->number, d->name);
+		goto out_failed;
+	}
 	if (n_out > w->outputs_cap) {
 		es_tensor *grown = realloc(w->outputs, n_out * sizeof(*grown));
 		if (!grown) {
 			r->t_end_ns = es_now_ns();
 			r->status = es_error_set(&r->err, ES_ENOMEM, "out of memory");
-			complete_error(r);
-			goto out;
+			goto out_failed;
 		}
 		w->outputs = grown;
 		w->outputs_cap = n_out;
 	}
 	memset(w->outputs, 0, n_out * sizeof(*w->outputs));
-	int rc = es_session_run(v->sessions[w->index], r->inputs, r->n_inputs,
-				w->outputs, &r->err);
+	es_error_clear(&r->err);
+	es_backend_run br = {
+		.model = m->name,
+		.version = v->number,
+		.device = d->name,
+		.session = session,
+		.inputs = r->inputs,
+		.n_inputs = r->n_inputs,
+		.outputs = w->outputs,
+		.n_outputs = n_out,
+	};
+	int rc = d->be->run(d->be_state, &br, &r->err);
 	r->t_end_ns = es_now_ns();
-	es_histogram_observe(v->m_inference, (double)(r->t_end_ns - t_start) / 1e9);
-	if (rc) {
-		if (!r->err.msg[0])
-			es_error_set(&r->err, rc, "%s", es_strerror(rc));
-		r->err.code = rc;
-		r->status = rc;
-		es_log_msg(ES_LOG_WARN, "inference_failed", "model '%s' version %lld on device '%s': %s",
-			   v->servable->name, (long long)v->number, d->name, r->err.msg);
-		complete_error(r);
-	} else {
+	busy_s = (double)(r->t_end_ns - t_start) / 1e9;
+	es_histogram_observe(m_run, busy_s);
+	if (!rc) {
 		r->status = 0;
+		if (!low) {
+			record_outcome(r, true);
+			if (r->shadow)
+				es_shadow_offer(s, r, w->outputs, n_out); /* takes r->shadow */
+		}
+		drop_shadow(r);
 		r->complete(r, w->outputs, n_out);
+		goto out;
 	}
+	if (!r->err.msg[0])
+		es_error_set(&r->err, rc, "%s", es_strerror(rc));
+	r->err.code = rc;
+	r->status = rc;
+	es_log_msg(ES_LOG_WARN, "inference_failed",
+		   "model '%s' version %lld on device '%s'%s: %s", m->name,
+		   (long long)v->number, d->name, primary ? "" : " (fallback)", r->err.msg);
+	if (!low) {
+		if (primary && fallback_ready(v)) {
+			if (retry_on_fallback(d, r))
+				goto out;
+			count_fallback(d, "failed");
+		} else if (!primary) {
+			count_fallback(m->dev, "failed");
+		}
+	}
+out_failed:
+	if (!low)
+		record_outcome(r, false);
+	complete_error(r);
 out:
 	es_version_release(v);
+	return busy_s;
 }
 
 static void *worker_main(void *arg)
@@ -169,13 +358,15 @@ static void *worker_main(void *arg)
 	es_device *d = w->dev;
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
-		while (!d->head && !d->stop)
+		while (!d->head && !d->low_head && !d->stop)
 			pthread_cond_wait(&d->work_cv, &d->mu);
-		if (!d->head)
+		if (!d->head && !d->low_head)
 			break; /* stop, and nothing left */
-		es_request *r = queue_pop(d);
+		/* shadow runs only ever use a stream no client is waiting for */
+		bool low = !d->head;
+		es_request *r = low ? low_pop(d) : queue_pop(d);
 		uint64_t now = es_now_ns();
-		if (r->deadline_ns && now >= r->deadline_ns) {
+		if (!low && r->deadline_ns && now >= r->deadline_ns) {
 			/* never run a request its client has given up on */
 			d->completing++;
 			pthread_mutex_unlock(&d->mu);
@@ -189,9 +380,14 @@ static void *worker_main(void *arg)
 		es_gauge_set(d->m_active, d->active);
 		pthread_mutex_unlock(&d->mu);
 
-		run_request(w, r, now);
+		double busy_s = run_request(w, r, now, low);
 
 		pthread_mutex_lock(&d->mu);
+		if (busy_s > 0) /* 0: nothing ran */
+			d->ewma_service_s = d->ewma_service_s > 0
+				? (1.0 - ES_SERVICE_EWMA_ALPHA) * d->ewma_service_s +
+					  ES_SERVICE_EWMA_ALPHA * busy_s
+				: busy_s;
 		d->active--;
 		es_gauge_set(d->m_active, d->active);
 		maybe_signal_idle(d);
@@ -349,6 +545,61 @@ static int device_init(es_server *s, es_device *d, const es_device_config *dc,
 		es_gauge_set(d->m_capacity, d->capacity);
 		es_gauge_set(d->m_streams, d->streams);
 	}
+	const es_backend *be = es_backend_find(d->backend);
+	if (!be)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': backend '%s' is not available in this build",
+				    d->name, d->backend);
+	void *state = NULL;
+	if (be->open) {
+		int rc = be->open(dc, &state, err);
+		if (rc) {
+			es_error_prefix(err, "device '%s': backend '%s'", d->name, d->backend);
+			return rc;
+		}
+	}
+	/* set only once open succeeded: es_sched_stop closes what is set */
+	d->be_state = state;
+	d->be = be;
+	return 0;
+}
+
+/* Links d to the fallback its configuration names (all devices exist). */
+static int device_link_fallback(es_server *s, es_device *d, const es_device_config *dc,
+				es_error *err)
+{
+	if (dc->spill_queue_depth < 0 || dc->spill_queue_depth > ES_MAX_QUEUE_SIZE)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': spill_queue_depth: expected 0..%d, got %d",
+				    d->name, ES_MAX_QUEUE_SIZE, dc->spill_queue_depth);
+	if (dc->spill_wait_ms < 0)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': spill_wait_ms: expected 0 or more, got %d",
+				    d->name, dc->spill_wait_ms);
+	if (!dc->fallback)
+		return 0;
+	es_device *fb = es_sched_find_device(s, dc->fallback);
+	if (!fb)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': fallback: no device is named '%.64s'",
+				    d->name, dc->fallback);
+	if (fb == d)
+		return es_error_set(err, ES_EINVAL,
+				    "device '%s': fallback: a device cannot be its own fallback",
+				    d->name);
+	d->fallback = fb;
+	d->spill_depth = dc->spill_queue_depth;
+	d->spill_wait_s = (double)dc->spill_wait_ms / 1000.0;
+	if (s->metrics) {
+		const char *sq[] = { d->name, fb->name, "spill_queue", NULL };
+		const char *sw[] = { d->name, fb->name, "spill_wait", NULL };
+		const char *er[] = { d->name, fb->name, "error", NULL };
+		const char *fa[] = { d->name, fb->name, "failed", NULL };
+		d->m_fallback_spill_queue = es_metric_get(s->f_fallback, sq);
+		d->m_fallback_spill_wait = es_metric_get(s->f_fallback, sw);
+		d->m_fallback_error = es_metric_get(s->f_fallback, er);
+		d->m_fallback_failed = es_metric_get(s->f_fallback, fa);
+	}
 	return 0;
 }
 
@@ -373,6 +624,9 @@ int es_sched_start(es_server *s, const es_server_config *cfg, es_error *err)
 		if ((rc = device_init(s, &s->devices[i], &cfg->devices[i], err)))
 			return rc;
 	}
+	for (size_t i = 0; i < s->n_devices; i++)
+		if ((rc = device_link_fallback(s, &s->devices[i], &cfg->devices[i], err)))
+			return rc;
 	for (size_t i = 0; i < s->n_devices; i++) {
 		es_device *d = &s->devices[i];
 		for (int k = 0; k < d->streams; k++) {
@@ -416,6 +670,10 @@ void es_sched_stop(es_server *s)
 			free(d->workers[k].outputs);
 		}
 		free(d->workers);
+		if (d->be && d->be->close)
+			d->be->close(d->be_state);
+		d->be = NULL;
+		d->be_state = NULL;
 		if (d->sync_ready) {
 			pthread_cond_destroy(&d->idle_cv);
 			pthread_cond_destroy(&d->work_cv);
@@ -520,13 +778,139 @@ static int check_inputs(const es_version *v, const es_request *r, es_error *err)
 	return 0;
 }
 
+/*
+ * Whether a new request for device d should go to its fallback instead, and
+ * why (NULL: stay). Caller holds d->mu.
+ */
+static const char *spill_reason(const es_device *d)
+{
+	if (d->spill_depth > 0 && d->queued >= d->spill_depth)
+		return "spill_queue";
+	if (d->spill_wait_s > 0 && d->ewma_service_s > 0) {
+		double wait_s = (double)(d->queued + d->active) * d->ewma_service_s /
+				(double)d->streams;
+		if (wait_s > d->spill_wait_s)
+			return "spill_wait";
+	}
+	return NULL;
+}
+
+/* Queues r on fb (d's fallback) for reason. Returns false when fb cannot
+ * take it now. */
+static bool spill_to(es_device *d, es_device *fb, es_request *r, const char *reason)
+{
+	pthread_mutex_lock(&fb->mu);
+	if (!fb->accepting || fb->queued >= fb->capacity) {
+		pthread_mutex_unlock(&fb->mu);
+		return false;
+	}
+	count_fallback(d, reason); /* before anyone can see r complete */
+	r->device = fb->name;
+	r->fallback_reason = reason;
+	r->t_enqueue_ns = es_now_ns();
+	queue_push(fb, r);
+	pthread_cond_signal(&fb->work_cv);
+	pthread_mutex_unlock(&fb->mu);
+	return true;
+}
+
+/* A request the scheduler refuses still owns its shadow reference: drop it
+ * (es_request.shadow: the scheduler takes that reference in every case). */
+static int refuse(es_request *r, int rc)
+{
+	drop_shadow(r);
+	return rc;
+}
+
 int es_server_submit(es_server *s, es_request *r, es_error *err)
 {
-	if (!r || !r->version || !r->complete)
+	if (!r || !r->version || !r->complete) {
+		if (r)
+			drop_shadow(r);
 		return es_error_set(err, ES_EINVAL, "invalid request: no version or completion");
+	}
+	es_version *v = r->version;
+	if (!v->servable || v->servable->srv != s)
+		return refuse(r, es_error_set(err, ES_EINVAL,
+					      "invalid request: version of another server"));
+	int rc = check_inputs(v, r, err);
+	if (rc)
+		return refuse(r, rc);
+	es_device *d = v->servable->dev;
+	r->t_enqueue_ns = 0;
+	r->t_start_ns = 0;
+	r->t_end_ns = 0;
+	r->stream = -1;
+	r->device = d->name;
+	r->fallback_reason = NULL;
+	r->status = 0;
+	es_error_clear(&r->err);
+	r->next = NULL;
+
+	uint64_t deadline = r->deadline_ns;
+	const char *spill = NULL;
+	pthread_mutex_lock(&d->mu);
+	if (d->accepting && fallback_ready(v))
+		spill = spill_reason(d);
+	if (spill) {
+		/* never two device locks at once: decide, then move over */
+		pthread_mutex_unlock(&d->mu);
+		if (spill_to(d, d->fallback, r, spill))
+			goto queued;
+		/* the fallback is full as well: the primary takes it if it can */
+		pthread_mutex_lock(&d->mu);
+	}
+	if (!d->accepting) {
+		pthread_mutex_unlock(&d->mu);
+		return refuse(r, es_error_set(err, ES_ECANCELED,
+					      "model '%s': the server is shutting down",
+					      v->servable->name));
+	}
+	if (d->queued >= d->capacity) {
+		pthread_mutex_unlock(&d->mu);
+		es_counter_add(d->m_rejections, 1);
+		es_rollout_record(v->servable, r->arm, false, 0.0);
+		if (spill)
+			return refuse(r, es_error_set(err, ES_EBUSY,
+						      "device '%s' queue is full (%d requests) and so is its fallback '%s'",
+						      d->name, d->capacity, d->fallback->name));
+		return refuse(r, es_error_set(err, ES_EBUSY,
+					      "device '%s' queue is full (%d requests)",
+					      d->name, d->capacity));
+	}
+	/* stamped under the lock, so enqueue times follow queue order */
+	r->t_enqueue_ns = es_now_ns();
+	queue_push(d, r);
+	pthread_cond_signal(&d->work_cv);
+	pthread_mutex_unlock(&d->mu);
+queued:
+	/* from here on r may already be completed and gone */
+	if (deadline)
+		reaper_notify(s, deadline);
+	return 0;
+}
+
+/*
+ * Queues r below every normal request of its version's device: workers take
+ * it only when the normal queue is empty. Its deadline is not enforced (the
+ * reaper never looks at this queue); it is neither spilled nor retried on a
+ * fallback, and does not count in the rollout statistics.
+ */
+int es_sched_submit_low(es_server *s, es_request *r, int capacity, es_error *err)
+{
+	if (!r || !r->version || !r->complete) {
+		if (r)
+			drop_shadow(r);
+		return es_error_set(err, ES_EINVAL, "invalid request: no version or completion");
+	}
+	drop_shadow(r); /* a mirrored run is never mirrored again */
 	es_version *v = r->version;
 	if (!v->servable || v->servable->srv != s)
 		return es_error_set(err, ES_EINVAL, "invalid request: version of another server");
+	if (capacity <= 0)
+		return es_error_set(err, ES_EINVAL,
+				    "low-priority queue capacity: expected 1 or more, got %d",
+				    capacity);
 	int rc = check_inputs(v, r, err);
 	if (rc)
 		return rc;
@@ -536,32 +920,27 @@ int es_server_submit(es_server *s, es_request *r, es_error *err)
 	r->t_end_ns = 0;
 	r->stream = -1;
 	r->device = d->name;
+	r->fallback_reason = NULL;
 	r->status = 0;
 	es_error_clear(&r->err);
 	r->next = NULL;
 
-	uint64_t deadline = r->deadline_ns;
 	pthread_mutex_lock(&d->mu);
 	if (!d->accepting) {
 		pthread_mutex_unlock(&d->mu);
-		return es_error_set(err, ES_ECANCELED,
-				    "model '%s': the server is shutting down",
+		return es_error_set(err, ES_ECANCELED, "model '%s': the server is shutting down",
 				    v->servable->name);
 	}
-	if (d->queued >= d->capacity) {
+	if (d->low_queued >= capacity) {
 		pthread_mutex_unlock(&d->mu);
-		es_counter_add(d->m_rejections, 1);
-		return es_error_set(err, ES_EBUSY, "device '%s' queue is full (%d requests)",
-				    d->name, d->capacity);
+		return es_error_set(err, ES_EBUSY,
+				    "device '%s' low-priority queue is full (%d requests)",
+				    d->name, capacity);
 	}
-	/* stamped under the lock, so enqueue times follow queue order */
 	r->t_enqueue_ns = es_now_ns();
-	queue_push(d, r);
+	low_push(d, r);
 	pthread_cond_signal(&d->work_cv);
 	pthread_mutex_unlock(&d->mu);
-	/* from here on r may already be completed and gone */
-	if (deadline)
-		reaper_notify(s, deadline);
 	return 0;
 }
 
@@ -606,14 +985,21 @@ size_t es_server_drain(es_server *s, int64_t timeout_ms)
 		if (!d->sync_ready)
 			continue;
 		pthread_mutex_lock(&d->mu);
-		es_request *list = d->head;
-		int n = d->queued;
+		es_request *list = d->head, *low = d->low_head;
+		int n = d->queued + d->low_queued;
 		d->head = d->tail = NULL;
+		d->low_head = d->low_tail = NULL;
 		d->queued = 0;
+		d->low_queued = 0;
 		d->completing += n;
 		es_gauge_set(d->m_queue_size, 0);
 		pthread_mutex_unlock(&d->mu);
 		for (es_request *r = list; r;) {
+			es_request *nx = r->next; /* r may be freed by complete */
+			complete_cancelled(d, r);
+			r = nx;
+		}
+		for (es_request *r = low; r;) {
 			es_request *nx = r->next;
 			complete_cancelled(d, r);
 			r = nx;

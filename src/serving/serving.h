@@ -225,6 +225,18 @@ const es_servable *es_version_servable(const es_version *v);
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* Which rollout arm a request took (es_servable_route, docs/rollouts.md). */
+typedef enum es_arm {
+	ES_ARM_DEFAULT = 0, /* no canary configured: the default version */
+	ES_ARM_STABLE,      /* canary configured, this request on stable */
+	ES_ARM_CANARY,
+	ES_ARM_PINNED,      /* the URL named a version */
+	ES_ARM_LABEL,       /* the request named a label */
+	ES_ARM_COUNT
+} es_arm;
+/* "default", "stable", "canary", "pinned", "label". */
+const char *es_arm_name(es_arm a);
+
 typedef struct es_request es_request;
 
 /* Called exactly once per submitted request, on a device worker thread
@@ -348,18 +360,8 @@ const es_model_list *es_server_models(es_server *s);
 void *es_servable_ext(es_servable *m, void *val);
 void es_server_set_ext_free(es_server *s, void (*free_fn)(void *));
 
-/* ---- rollouts: labels, canary, kill switch, shadow (docs/rollouts.md) ----- */
-
-typedef enum es_arm {
-	ES_ARM_DEFAULT = 0, /* no canary configured: the default version */
-	ES_ARM_STABLE,      /* canary configured, this request on stable */
-	ES_ARM_CANARY,
-	ES_ARM_PINNED,      /* the URL named a version */
-	ES_ARM_LABEL,       /* the request named a label */
-	ES_ARM_COUNT
-} es_arm;
-/* "default", "stable", "canary", "pinned", "label". */
-const char *es_arm_name(es_arm a);
+/* ---- rollouts: labels, canary, kill switch, shadow (docs/rollouts.md) -----
+ * (es_arm and es_arm_name are declared above es_request, which uses them) */
 
 typedef struct es_route_in {
 	int64_t version;        /* from the URL; wins over everything (0: none) */
@@ -450,6 +452,7 @@ typedef struct es_backend_run {
 	const es_tensor *inputs;
 	size_t n_inputs;
 	es_tensor *outputs;   /* as es_session_run */
+	size_t n_outputs;     /* the model's output count (room in outputs) */
 } es_backend_run;
 
 typedef struct es_backend {

@@ -263,9 +263,12 @@ struct es_server {
 	/* rollouts: the guard-rail thread (rollout.c) */
 	pthread_mutex_t guard_mu;
 	pthread_cond_t guard_cv;
+	bool guard_sync_ready; /* guard_mu and guard_cv are initialised */
 	bool guard_stop;
 	bool guard_started;
 	pthread_t guard;
+	es_metric *f_canary_killed, *f_guard_trips, *f_canary_fraction,
+		*f_label_moves; /* registered by the first es_rollout_init */
 	/* shadow runs (shadow.c): divergence log and its rate limit */
 	struct es_shadow_log *shadow_log;
 
@@ -284,7 +287,8 @@ struct es_server {
 	es_metric *f_queue_wait, *f_inference, *f_queue_size, *f_queue_capacity,
 		*f_active, *f_streams, *f_rejections, *f_deadline,
 		*f_load_seconds, *f_version_state, *f_load_failures,
-		*f_default_changes, *f_rollbacks, *f_compile, *f_warmup;
+		*f_default_changes, *f_rollbacks, *f_compile, *f_warmup,
+		*f_fallback;
 };
 
 /* ---- rollouts (rollout.c) --------------------------------------------------
@@ -318,6 +322,25 @@ void es_rollout_shadow_event(es_servable *m, int64_t shadow_version,
 /* The guard-rail thread: evaluates every canary once a second. */
 int es_rollout_start(es_server *s, es_error *err);
 void es_rollout_stop(es_server *s);
+/* Evaluates m's guard rails now, as the thread does once a second; true
+ * when this call tripped the kill switch (tests). */
+bool es_rollout_guard_check(es_servable *m);
+/* End of every es_life_sync: labels from the configuration whose version was
+ * not AVAILABLE are tried again (set when it is now; logged once if not).
+ * Takes life_mu, then the rollout's own settings mutex (a leaf). */
+void es_rollout_sync(es_servable *m);
+/* The shadow settings shadow.c needs per model (defaults when none). */
+typedef struct es_shadow_params {
+	int queue_size;
+	double atol, rtol;
+} es_shadow_params;
+void es_rollout_shadow_params(es_servable *m, es_shadow_params *out);
+/* repository.c, for the stable arm: takes a reference on preferred when it
+ * is AVAILABLE and not exclude, else on the default version when it is not
+ * exclude, else on the highest AVAILABLE version other than exclude (0s:
+ * none). ES_EUNAVAILABLE (message names the model) when there is none. */
+int es_servable_acquire_stable(es_servable *m, int64_t preferred, int64_t exclude,
+			       es_version **out, es_error *err);
 
 /* ---- shadow runs (shadow.c) ---------------------------------------------------- */
 

@@ -600,7 +600,7 @@ static void test_validate(void **state)
 	cfg.devices[0].max_queue_size = 1;
 	free(cfg.devices[0].backend);
 	cfg.devices[0].backend = strdup("tpu");
-	expect_invalid(&cfg, "backend: expected 'cpu', got 'tpu'");
+	expect_invalid(&cfg, "backend: expected 'cpu' or another registered backend, got 'tpu'");
 	es_config_free(&cfg);
 
 	es_config_defaults(&cfg);
@@ -643,6 +643,208 @@ static void test_validate(void **state)
 	es_config_free(&cfg);
 }
 
+/* ---- rollouts: labels, canary, shadow, device fallback ---------------------- */
+
+static void test_rollout_keys(void **state)
+{
+	es_server_config cfg;
+	es_error err;
+	int rc = load_text(*state,
+		"{\"model_config_list\": [\n"
+		"  {\"config\": {\"name\": \"a\", \"base_path\": \"/m/a\",\n"
+		"    \"version_labels\": {\"stable\": 1, \"canary\": 2, \"Exp_3\": 3},\n"
+		"    \"canary\": {\"label\": \"canary\", \"fraction_bp\": 500,\n"
+		"      \"user_header\": \"X-Customer\", \"user_parameter\": \"customer\",\n"
+		"      \"salt\": \"s1\", \"keyless\": \"request_id\", \"kill_switch\": true,\n"
+		"      \"guard\": {\"window_seconds\": 10, \"min_samples\": 20,\n"
+		"        \"max_error_rate\": 0.05, \"max_p95_ratio\": 1.5,\n"
+		"        \"max_divergence_rate\": 0.01}},\n"
+		"    \"shadow\": {\"version\": 2, \"fraction_bp\": 10000, \"queue_size\": 8,\n"
+		"      \"atol\": 0.5, \"rtol\": 0}}},\n"
+		"  {\"config\": {\"name\": \"b\", \"base_path\": \"/m/b\",\n"
+		"    \"canary\": {\"version\": 4}, \"shadow\": {\"version\": 4}}}\n"
+		"]}\n", &cfg, &err);
+	if (rc)
+		fail_msg("load: %s", err.msg);
+	const es_model_config *a = &cfg.models[0], *b = &cfg.models[1];
+	assert_int_equal(a->n_labels, 3);
+	assert_string_equal(a->labels[0].name, "stable");
+	assert_int_equal(a->labels[0].version, 1);
+	assert_string_equal(a->labels[2].name, "Exp_3");
+	assert_int_equal(a->labels[2].version, 3);
+	assert_true(a->canary.enabled);
+	assert_int_equal(a->canary.version, 0);
+	assert_string_equal(a->canary.label, "canary");
+	assert_int_equal(a->canary.fraction_bp, 500);
+	assert_string_equal(a->canary.user_header, "X-Customer");
+	assert_string_equal(a->canary.user_parameter, "customer");
+	assert_string_equal(a->canary.salt, "s1");
+	assert_true(a->canary.keyless_hash_id);
+	assert_true(a->canary.killed);
+	assert_int_equal(a->canary.guard.window_s, 10);
+	assert_int_equal(a->canary.guard.min_samples, 20);
+	assert_true(a->canary.guard.max_error_rate == 0.05);
+	assert_true(a->canary.guard.max_p95_ratio == 1.5);
+	assert_true(a->canary.guard.max_divergence_rate == 0.01);
+	assert_true(a->shadow.enabled);
+	assert_int_equal(a->shadow.version, 2);
+	assert_int_equal(a->shadow.fraction_bp, 10000);
+	assert_int_equal(a->shadow.queue_size, 8);
+	assert_true(a->shadow.atol == 0.5 && a->shadow.rtol == 0);
+	/* defaults */
+	assert_true(b->canary.enabled);
+	assert_int_equal(b->canary.version, 4);
+	assert_null(b->canary.label);
+	assert_int_equal(b->canary.fraction_bp, 0);
+	assert_null(b->canary.user_header); /* the server's X-User-Id */
+	assert_false(b->canary.keyless_hash_id);
+	assert_false(b->canary.killed);
+	assert_int_equal(b->canary.guard.window_s, 30);
+	assert_int_equal(b->canary.guard.min_samples, 50);
+	assert_true(b->canary.guard.max_error_rate == 0 && b->canary.guard.max_p95_ratio == 0);
+	assert_int_equal(b->shadow.queue_size, 64);
+	assert_true(b->shadow.atol == 1e-4 && b->shadow.rtol == 1e-3);
+	assert_int_equal(cfg.divergence_log_per_s, 10);
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+}
+
+#define M1 "{\"model_config_list\": [{\"config\": {\"name\": \"m\", \"base_path\": \"p\", "
+
+static void test_rollout_keys_invalid(void **state)
+{
+	expect_error(state, M1 "\"version_labels\": {\"st-able\": 1}}}]}",
+		     "model_config_list[0].config.version_labels: label name 'st-able' is not valid");
+	expect_error(state, M1 "\"version_labels\": {\"stable\": 0}}}]}",
+		     "version_labels.stable: expected an integer from 1 to");
+	expect_error(state, M1 "\"version_labels\": {\"stable\": \"1\"}}}]}",
+		     "version_labels.stable: expected an integer from 1 to 9007199254740992, got a string");
+	expect_error(state, M1 "\"version_labels\": [1]}}]}",
+		     "version_labels: expected an object of label names to versions, got an array");
+	expect_error(state, M1 "\"canary\": {\"fraction_bp\": 100}}}]}",
+		     "config.canary: expected exactly one of 'version' and 'label', got neither");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"label\": \"x\"}}}]}",
+		     "config.canary: expected exactly one of 'version' and 'label', got both");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"fraction_bp\": 10001}}}]}",
+		     "canary.fraction_bp: expected an integer from 0 to 10000, got 10001");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"keyless\": \"random\"}}}]}",
+		     "canary.keyless: expected \"stable\" or \"request_id\", got 'random'");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"user_header\": \"X User\"}}}]}",
+		     "canary.user_header: 'X User' is not a valid HTTP header name");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"kill_switch\": 1}}}]}",
+		     "canary.kill_switch: expected a boolean (true or false), got a number");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"guard\": {\"window_seconds\": 0}}}}]}",
+		     "canary.guard.window_seconds: expected an integer from 1 to 3600, got 0");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"guard\": {\"min_samples\": 1000001}}}}]}",
+		     "canary.guard.min_samples: expected an integer from 1 to 1000000, got 1000001");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"guard\": {\"max_error_rate\": 1.5}}}}]}",
+		     "canary.guard.max_error_rate: expected a number >= 0 and <= 1, got 1.5");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"guard\": {\"max_p95_ratio\": 1}}}}]}",
+		     "canary.guard.max_p95_ratio: expected a number > 1 and <= 1e+09, got 1");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"guard\": {\"max_divergence\": 0.1}}}}]}",
+		     "model_config_list[0].config.canary.guard: unknown key 'max_divergence'");
+	expect_error(state, M1 "\"canary\": {\"version\": 2, \"fraction\": 5}}}]}",
+		     "model_config_list[0].config.canary: unknown key 'fraction'");
+	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"queue_size\": 0}}}]}",
+		     "shadow.queue_size: expected an integer from 1 to 65536, got 0");
+	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"atol\": -1}}}]}",
+		     "shadow.atol: expected a number >= 0");
+	expect_error(state, M1 "\"shadow\": {\"label\": \"bad-name\"}}}]}",
+		     "shadow.label: 'bad-name' is not a valid label name");
+	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"tolerance\": 1}}}]}",
+		     "model_config_list[0].config.shadow: unknown key 'tolerance'");
+	expect_error(state,
+		"{\"devices\": [{\"name\": \"A\", \"fallback\": 3}]}",
+		"devices[0].fallback: expected a string, got a number");
+	expect_error(state,
+		"{\"devices\": [{\"name\": \"A\", \"spill_queue_depth\": -1}]}",
+		"devices[0].spill_queue_depth: expected an integer from 0 to");
+	expect_error(state,
+		"{\"devices\": [{\"name\": \"A\", \"spill_wait\": 5}]}",
+		"devices[0]: unknown key 'spill_wait'");
+}
+
+static void test_rollout_validate(void **state)
+{
+	es_server_config cfg;
+	es_error err;
+	/* parsed fine, refused by validation (which also guards configs built in code) */
+	int rc = load_text(*state, M1 "\"version_labels\": {\"stable\": 1},"
+			   " \"canary\": {\"label\": \"canary\"}}}]}", &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "model 'm': canary.label 'canary' is not one of the model's version_labels");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, M1 "\"shadow\": {\"label\": \"exp\"}}}]}", &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "model 'm': shadow.label 'exp' is not one of the model's version_labels");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"fallback\": \"A\"}]}", &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "device 'A': fallback: a device cannot be its own fallback");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"fallback\": \"B\"}]}", &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "device 'A': fallback 'B' is not a configured device");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"fallback\": \"B\"},"
+			   " {\"name\": \"B\", \"fallback\": \"C\"}, {\"name\": \"C\", \"fallback\": \"A\"}]}",
+			   &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "device 'A': fallback 'B' leads back to 'A' (fallbacks must not form a cycle)");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"spill_queue_depth\": 4}]}", &cfg,
+		       &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "device 'A': spill_queue_depth and spill_wait_ms need a fallback device");
+	es_config_free(&cfg);
+
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"fault_control\": \"/tmp/f\"}]}",
+		       &cfg, &err);
+	assert_int_equal(rc, 0);
+	expect_invalid(&cfg, "device 'A': fault_control is only meaningful for backend 'faulty', not 'cpu'");
+	es_config_free(&cfg);
+
+	/* the fault-injecting backend exists only where a test registered it */
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"backend\": \"faulty\"}]}", &cfg,
+		       &err);
+	assert_int_equal(rc, 0);
+	if (!es_backend_find("faulty"))
+		expect_invalid(&cfg, "device 'A': backend: expected 'cpu' or another registered backend, got 'faulty'");
+	es_config_free(&cfg);
+
+	/* a good chain: A spills to B, B to C */
+	rc = load_text(*state, "{\"devices\": [{\"name\": \"A\", \"fallback\": \"B\","
+			   " \"spill_queue_depth\": 4, \"spill_wait_ms\": 50},"
+			   " {\"name\": \"B\", \"fallback\": \"C\"}, {\"name\": \"C\"}]}", &cfg, &err);
+	assert_int_equal(rc, 0);
+	assert_string_equal(cfg.devices[0].fallback, "B");
+	assert_int_equal(cfg.devices[0].spill_queue_depth, 4);
+	assert_int_equal(cfg.devices[0].spill_wait_ms, 50);
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	es_config_free(&cfg);
+
+	/* configs built in code: 0 guard window and sizes mean the defaults */
+	es_config_defaults(&cfg);
+	es_model_config *m = add_model(&cfg, "m");
+	m->canary.enabled = true;
+	m->canary.version = 2;
+	assert_int_equal(es_config_validate(&cfg, &err), 0);
+	m->canary.fraction_bp = -1;
+	expect_invalid(&cfg, "model 'm': canary.fraction_bp: expected 0..10000, got -1");
+	m->canary.fraction_bp = 100;
+	m->canary.guard.max_p95_ratio = 0.5;
+	expect_invalid(&cfg, "canary.guard.max_p95_ratio: expected a ratio > 1 (or 0: off), got 0.5");
+	m->canary.guard.max_p95_ratio = 0;
+	m->canary.label = strdup("x");
+	expect_invalid(&cfg, "model 'm': canary: expected exactly one of a version (>= 1) and a label");
+	es_config_free(&cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -665,6 +867,11 @@ int main(void)
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test_setup_teardown(test_scan_repository, scratch_setup, scratch_teardown),
 		cmocka_unit_test(test_validate),
+		cmocka_unit_test_setup_teardown(test_rollout_keys, scratch_setup, scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_rollout_keys_invalid, scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_rollout_validate, scratch_setup,
+						scratch_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

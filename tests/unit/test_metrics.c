@@ -590,8 +590,10 @@ static int promtool_check(const char *text, char **report)
 /* Every family of the serving brief, with the labels it names. */
 static void register_serving_families(es_metrics *r)
 {
-	const char *req_labels[] = { "model", "version", "api", "status_class", "reason", NULL };
+	const char *req_labels[] = { "model", "version", "api", "arm", "status_class",
+				     "reason", NULL };
 	const char *model_api[] = { "model", "api", NULL };
+	const char *model_api_arm[] = { "model", "api", "arm", NULL };
 	const char *mvd[] = { "model", "version", "device", NULL };
 	const char *dev[] = { "device", NULL };
 	const char *md[] = { "model", "device", NULL };
@@ -603,8 +605,8 @@ static void register_serving_families(es_metrics *r)
 	es_metric *req = es_metrics_counter(r, "edgeserve_requests_total",
 					    "Requests answered, by model, version, API, status class and reason.",
 					    req_labels);
-	const char *ok[] = { "mlp", "1", "kserve", "2xx", "ok" };
-	const char *bad[] = { "we\"ird\\name\n", "2", "tfs", "4xx", "bad_request" };
+	const char *ok[] = { "mlp", "1", "kserve", "canary", "2xx", "ok" };
+	const char *bad[] = { "we\"ird\\name\n", "2", "tfs", "", "4xx", "bad_request" };
 	es_counter_add(es_metric_get(req, ok), 12);
 	es_counter_add(es_metric_get(req, bad), 1);
 
@@ -612,9 +614,10 @@ static void register_serving_families(es_metrics *r)
 				     "edgeserve_request_parse_duration_seconds",
 				     "edgeserve_request_encode_duration_seconds" };
 	for (size_t i = 0; i < 3; i++) {
+		/* the total duration is split by rollout arm too */
 		es_metric *h = es_metrics_histogram(r, hist_names[i], "Request stage time.",
-						    model_api, NULL, 0);
-		const char *v[] = { "mlp", "kserve" };
+						    i == 0 ? model_api_arm : model_api, NULL, 0);
+		const char *v[] = { "mlp", "kserve", "stable" };
 		es_histogram_observe(es_metric_get(h, v), 0.00042);
 		es_histogram_observe(es_metric_get(h, v), 75); /* past the last bound */
 	}
