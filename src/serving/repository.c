@@ -65,6 +65,7 @@ static void version_free(es_version *v)
 	for (int k = 0; k < v->n_fb_sessions; k++)
 		es_session_destroy(v->fb_sessions[k]);
 	free(v->fb_sessions);
+	es_session_destroy(v->idle_session);
 	es_model_release(v->model);
 	free(v);
 }

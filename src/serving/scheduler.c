@@ -15,11 +15,15 @@
  *
  * Each device runs requests through its backend (backend.c). A device with
  * a fallback spills new requests there when its own queue is deep or its
- * expected wait long, and retries device errors there once. Below the
- * normal queue every device has a low-priority queue (shadow runs) that
- * its workers serve only when the normal queue is empty.
+ * expected wait long, and retries device errors there once. Next to the
+ * normal queue every device has a low-priority queue (shadow runs) served
+ * by one more worker that runs at SCHED_IDLE priority (idle_main), so that
+ * mirrored runs take only CPU time that client requests leave unused.
  */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,10 +282,24 @@ static double run_request(es_worker *w, es_request *r, uint64_t t_start, bool lo
 	}
 	es_histogram_observe(m_wait, (double)(t_start - r->t_enqueue_ns) / 1e9);
 
-	if (primary)
+	if (low) {
+		/* the idle worker's own session of v, made on first use */
+		if (!v->idle_session && primary) {
+			/* one thread: a mirrored run needs no speed, and a
+			 * single idle thread is the least to preempt */
+			es_session_options so = { .threads = 1 };
+			es_error serr = { 0 };
+			if (es_session_create(v->model, &so, &v->idle_session, &serr))
+				es_log_msg(ES_LOG_WARN, "shadow_session",
+					   "model '%s' version %lld: cannot create a session for low-priority runs: %s",
+					   m->name, (long long)v->number, serr.msg);
+		}
+		session = v->idle_session;
+	} else if (primary) {
 		session = w->index < v->n_sessions ? v->sessions[w->index] : NULL;
-	else if (fallback_ready(v))
+	} else if (fallback_ready(v)) {
 		session = v->fb_sessions[w->index];
+	}
 	if (!session) {
 		/* queued here only by the checks in submit and retry */
 		r->t_end_ns = es_now_ns();
@@ -352,21 +370,21 @@ out:
 	return busy_s;
 }
 
+/* A stream worker: runs the normal queue. */
 static void *worker_main(void *arg)
 {
 	es_worker *w = arg;
 	es_device *d = w->dev;
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
-		while (!d->head && !d->low_head && !d->stop)
+		while (!d->head && !d->stop)
 			pthread_cond_wait(&d->work_cv, &d->mu);
-		if (!d->head && !d->low_head)
+		if (!d->head)
 			break; /* stop, and nothing left */
-		/* shadow runs only ever use a stream no client is waiting for */
-		bool low = !d->head;
-		es_request *r = low ? low_pop(d) : queue_pop(d);
+		bool low = false;
+		es_request *r = queue_pop(d);
 		uint64_t now = es_now_ns();
-		if (!low && r->deadline_ns && now >= r->deadline_ns) {
+		if (r->deadline_ns && now >= r->deadline_ns) {
 			/* never run a request its client has given up on */
 			d->completing++;
 			pthread_mutex_unlock(&d->mu);
@@ -390,6 +408,42 @@ static void *worker_main(void *arg)
 				: busy_s;
 		d->active--;
 		es_gauge_set(d->m_active, d->active);
+		maybe_signal_idle(d);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+/*
+ * The idle worker: runs the low-priority queue (shadow runs) on a thread
+ * scheduled with SCHED_IDLE, whose OpenMP team inherits the policy, so the
+ * kernel gives it only CPU time that the stream workers and the network
+ * threads leave unused: a mirrored run never delays a client's request by
+ * more than the cache and memory traffic it causes. It does not count as
+ * one of the device's streams, nor in its service-time average.
+ */
+static void *idle_main(void *arg)
+{
+	es_worker *w = arg;
+	es_device *d = w->dev;
+	struct sched_param sp = { 0 };
+	int prc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	if (prc)
+		es_log_msg(ES_LOG_WARN, "shadow_priority",
+			   "device '%s': cannot lower the priority of low-priority runs (%s); they compete with requests",
+			   d->name, strerror(prc));
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		while (!d->low_head && !d->stop)
+			pthread_cond_wait(&d->low_cv, &d->mu);
+		if (!d->low_head)
+			break;
+		es_request *r = low_pop(d);
+		d->active++;
+		pthread_mutex_unlock(&d->mu);
+		run_request(w, r, es_now_ns(), true);
+		pthread_mutex_lock(&d->mu);
+		d->active--;
 		maybe_signal_idle(d);
 	}
 	pthread_mutex_unlock(&d->mu);
@@ -529,6 +583,12 @@ static int device_init(es_server *s, es_device *d, const es_device_config *dc,
 		pthread_mutex_destroy(&d->mu);
 		return es_error_set(err, ES_ENOMEM, "cannot create a condition variable");
 	}
+	if (pthread_cond_init(&d->low_cv, NULL)) {
+		pthread_cond_destroy(&d->idle_cv);
+		pthread_cond_destroy(&d->work_cv);
+		pthread_mutex_destroy(&d->mu);
+		return es_error_set(err, ES_ENOMEM, "cannot create a condition variable");
+	}
 	d->sync_ready = true;
 	d->workers = calloc((size_t)d->streams, sizeof(*d->workers));
 	if (!d->workers)
@@ -639,6 +699,13 @@ int es_sched_start(es_server *s, const es_server_config *cfg, es_error *err)
 						    d->name, k);
 			w->started = true;
 		}
+		es_worker *iw = &d->idle_worker;
+		iw->dev = d;
+		iw->index = -1;
+		if (pthread_create(&iw->thread, NULL, idle_main, iw))
+			return es_error_set(err, ES_ENOMEM,
+					    "device '%s': cannot start the low-priority worker", d->name);
+		iw->started = true;
 	}
 	if (pthread_create(&s->reaper, NULL, reaper_main, s))
 		return es_error_set(err, ES_ENOMEM, "cannot start the deadline reaper");
@@ -662,8 +729,12 @@ void es_sched_stop(es_server *s)
 			pthread_mutex_lock(&d->mu);
 			d->stop = true;
 			pthread_cond_broadcast(&d->work_cv);
+			pthread_cond_broadcast(&d->low_cv);
 			pthread_mutex_unlock(&d->mu);
 		}
+		if (d->idle_worker.started)
+			pthread_join(d->idle_worker.thread, NULL);
+		free(d->idle_worker.outputs);
 		for (int k = 0; d->workers && k < d->streams; k++) {
 			if (d->workers[k].started)
 				pthread_join(d->workers[k].thread, NULL);
@@ -675,6 +746,7 @@ void es_sched_stop(es_server *s)
 		d->be = NULL;
 		d->be_state = NULL;
 		if (d->sync_ready) {
+			pthread_cond_destroy(&d->low_cv);
 			pthread_cond_destroy(&d->idle_cv);
 			pthread_cond_destroy(&d->work_cv);
 			pthread_mutex_destroy(&d->mu);
@@ -939,7 +1011,7 @@ int es_sched_submit_low(es_server *s, es_request *r, int capacity, es_error *err
 	}
 	r->t_enqueue_ns = es_now_ns();
 	low_push(d, r);
-	pthread_cond_signal(&d->work_cv);
+	pthread_cond_signal(&d->low_cv);
 	pthread_mutex_unlock(&d->mu);
 	return 0;
 }

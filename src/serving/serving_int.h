@@ -97,6 +97,12 @@ struct es_device {
 	 * empty; bounded by the capacity given at es_sched_submit_low */
 	es_request *low_head, *low_tail;
 	int low_queued;
+	/* the low queue's own worker: a thread at SCHED_IDLE priority (its
+	 * intra-op threads inherit it), so that a shadow run only ever uses
+	 * CPU time no client request wants; it runs on a session of its own
+	 * per version (es_version.idle_session) */
+	pthread_cond_t low_cv;
+	es_worker idle_worker;
 	es_metric_child *m_fallback_spill_queue, *m_fallback_spill_wait,
 		*m_fallback_error, *m_fallback_failed;
 
@@ -162,6 +168,8 @@ struct es_version {
 	int n_sessions;
 	es_session **fb_sessions; /* one per stream of that device's fallback */
 	int n_fb_sessions;
+	es_session *idle_session; /* low-priority runs (created on first use by
+				   * the device's idle worker, the only user) */
 	bool published;        /* was AVAILABLE: its end is reported */
 	es_metric_child *m_queue_wait, *m_inference;
 };

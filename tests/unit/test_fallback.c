@@ -4,6 +4,7 @@
  * requests, and the fault-injecting test backend (tests/support/) that
  * drives all of it. Every wait has a deadline; ordering is forced with
  * completions that hold their stream until the test lets go. */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +180,8 @@ typedef struct job {
 	char reason[32]; /* fallback_reason, "" for none */
 	float out0;
 	bool bad_outputs;
+	int stream;  /* r->stream when it completed */
+	int policy;  /* scheduling policy of the thread that completed it */
 } job;
 
 static void sync_init(sync_t *sy)
@@ -210,6 +214,8 @@ static void on_complete(es_request *r, const es_tensor *outputs, size_t n)
 	sync_t *sy = j->sy;
 	/* no cmocka asserts on a worker thread: record, check later */
 	j->status = r->status;
+	j->stream = r->stream;
+	j->policy = sched_getscheduler(0);
 	snprintf(j->msg, sizeof(j->msg), "%s", r->err.msg);
 	snprintf(j->device, sizeof(j->device), "%s", r->device ? r->device : "");
 	snprintf(j->reason, sizeof(j->reason), "%s",
@@ -706,12 +712,16 @@ static void test_fault_control_file(void **state)
 
 /* ---- the low-priority queue ------------------------------------------------------------------------ */
 
-static void test_low_queue_runs_after_normal(void **state)
+/* The low queue (shadow runs) has its own worker at SCHED_IDLE priority: it
+ * runs while every stream is busy, never on a stream, and is bounded by the
+ * capacity its caller gives. */
+static void test_low_queue_has_its_own_idle_worker(void **state)
 {
 	fixture fx;
 	sync_t sy;
 	es_error err = { 0 };
-	job hold, low1, low2, low3, n1, n2;
+	job hold, low1, low2, low3, low4, n1;
+	(void)state;
 	fx_init(&fx);
 	fx_device(&fx, "NPU0", "cpu", 1, 64);
 	fx_model(&fx, "NPU0");
@@ -720,28 +730,38 @@ static void test_low_queue_runs_after_normal(void **state)
 	es_version *v = acquire(&fx);
 
 	hold_stream(&fx, &sy, &hold, v);
+	/* the only stream is held: a low run still completes */
 	job_init(&low1, &sy, v, 1.0f);
-	job_init(&low2, &sy, v, 2.0f);
-	job_init(&low3, &sy, v, 3.0f);
 	assert_int_equal(es_sched_submit_low(fx.srv, &low1.r, 2, &err), 0);
+	wait_done(&sy, 1);
+	assert_true(low1.done);
+	assert_false(hold.done);
+	assert_int_equal(low1.status, 0);
+	assert_float_equal(low1.out0, 2.0f, 0); /* y = x + 1 */
+	assert_int_equal(low1.stream, -1);      /* not a stream */
+	assert_int_equal(low1.policy, SCHED_IDLE);
+
+	/* hold the idle worker too: the low queue is bounded */
+	job_init(&low2, &sy, v, 2.0f);
+	low2.block = true;
 	assert_int_equal(es_sched_submit_low(fx.srv, &low2.r, 2, &err), 0);
-	/* bounded by the capacity the caller gives */
-	assert_int_equal(es_sched_submit_low(fx.srv, &low3.r, 2, &err), ES_EBUSY);
+	wait_blocked(&sy, 2);
+	job_init(&low3, &sy, v, 3.0f);
+	job_init(&low4, &sy, v, 4.0f);
+	assert_int_equal(es_sched_submit_low(fx.srv, &low3.r, 1, &err), 0);
+	assert_int_equal(es_sched_submit_low(fx.srv, &low4.r, 1, &err), ES_EBUSY);
 	assert_non_null(strstr(err.msg, "NPU0"));
-	job_init(&n1, &sy, v, 4.0f);
-	job_init(&n2, &sy, v, 5.0f);
+	/* normal requests run on the stream, never on the idle worker */
+	job_init(&n1, &sy, v, 5.0f);
 	submit(&fx, &n1);
-	submit(&fx, &n2);
 	open_gate(&sy);
 	wait_done(&sy, 5);
-	/* normal requests queued after the low ones still run first */
-	assert_int_equal(hold.order, 1);
-	assert_int_equal(n1.order, 2);
-	assert_int_equal(n2.order, 3);
-	assert_int_equal(low1.order, 4);
-	assert_int_equal(low2.order, 5);
-	assert_int_equal(low1.status, 0);
-	assert_float_equal(low2.out0, 3.0f, 0);
+	assert_int_equal(n1.status, 0);
+	assert_int_equal(n1.stream, 0);
+	assert_true(n1.policy != SCHED_IDLE);
+	assert_int_equal(low3.status, 0);
+	assert_float_equal(low3.out0, 4.0f, 0);
+	assert_int_equal(low3.policy, SCHED_IDLE);
 
 	es_device_status ds[1];
 	assert_int_equal(es_server_devices(fx.srv, ds, 1), 1);
@@ -770,8 +790,9 @@ static void test_drain_cancels_low(void **state)
 	fixture fx;
 	sync_t sy;
 	es_error err = { 0 };
-	job hold, low1, low2, late;
+	job busy, low1, low2, late;
 	drainer dr;
+	(void)state;
 	fx_init(&fx);
 	fx_device(&fx, "NPU0", "cpu", 1, 64);
 	fx_model(&fx, "NPU0");
@@ -779,25 +800,29 @@ static void test_drain_cancels_low(void **state)
 	sync_init(&sy);
 	es_version *v = acquire(&fx);
 
-	hold_stream(&fx, &sy, &hold, v);
+	/* the idle worker is held by one low run; two more wait behind it */
+	job_init(&busy, &sy, v, 0.0f);
+	busy.block = true;
+	assert_int_equal(es_sched_submit_low(fx.srv, &busy.r, 8, &err), 0);
+	wait_blocked(&sy, 1);
 	job_init(&low1, &sy, v, 1.0f);
 	job_init(&low2, &sy, v, 2.0f);
 	assert_int_equal(es_sched_submit_low(fx.srv, &low1.r, 8, &err), 0);
 	assert_int_equal(es_sched_submit_low(fx.srv, &low2.r, 8, &err), 0);
 	dr.srv = fx.srv;
 	assert_int_equal(pthread_create(&dr.thread, NULL, drain_main, &dr), 0);
-	/* cancelled while the held request still runs */
+	/* the waiting ones are cancelled while the held one still runs */
 	wait_done(&sy, 2);
 	assert_int_equal(low1.status, ES_ECANCELED);
 	assert_int_equal(low2.status, ES_ECANCELED);
-	assert_false(hold.done);
+	assert_false(busy.done);
 	/* nothing new is taken */
 	job_init(&late, &sy, v, 3.0f);
 	assert_int_equal(es_sched_submit_low(fx.srv, &late.r, 8, &err), ES_ECANCELED);
 	open_gate(&sy);
 	pthread_join(dr.thread, NULL);
 	assert_int_equal(dr.cancelled, 2);
-	assert_int_equal(hold.status, 0);
+	assert_int_equal(busy.status, 0);
 
 	es_version_release(v);
 	sync_destroy(&sy);
@@ -817,7 +842,7 @@ int main(void)
 		cmocka_unit_test(test_error_on_both_devices),
 		cmocka_unit_test(test_error_without_fallback),
 		cmocka_unit_test(test_fault_control_file),
-		cmocka_unit_test(test_low_queue_runs_after_normal),
+		cmocka_unit_test(test_low_queue_has_its_own_idle_worker),
 		cmocka_unit_test(test_drain_cancels_low),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
