@@ -26,21 +26,16 @@
 # benchmark, not a test: it prints numbers and never fails because the
 # machine was slow; it exits non-zero only when it cannot run at all.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 models_dir=${MODELS_DIR:-$repo/bench/models/out}
-python=/usr/bin/python3
-[ -x "$python" ] || python=python3
 
 rounds=3
 duration=20
 swap_model=mobilenet_v2
 swap_every=2
 edgeserve=${EDGESERVE_BIN:-${EDGESERVE:-}}
-
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "run.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -53,21 +48,14 @@ while [ $# -gt 0 ]; do
 	*) die "unknown option '$1' (see --help)" ;;
 	esac
 done
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds '$rounds': expected a positive integer"
-[[ $duration =~ ^[1-9][0-9]*$ ]] || die "--duration '$duration': expected whole seconds"
-[[ $swap_every =~ ^[1-9][0-9]*$ ]] || die "--swap-every '$swap_every': expected whole seconds"
+want_int --rounds "$rounds"
+want_int --duration "$duration" "whole seconds"
+want_int --swap-every "$swap_every" "whole seconds"
 
-if [ -z "$edgeserve" ]; then
-	for candidate in "$repo/build/edgeserve" "$(command -v edgeserve || true)"; do
-		if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-			edgeserve=$candidate
-			break
-		fi
-	done
-fi
+[ -n "$edgeserve" ] || edgeserve=$(find_edgeserve "$repo")
 [ -n "$edgeserve" ] && [ -x "$edgeserve" ] ||
 	die "no edgeserve binary: build it (cmake --build build), set EDGESERVE_BIN or pass --edgeserve PATH"
-"$edgeserve" serve --help 2>/dev/null | grep -q -- --cache_dir ||
+serve_has_option --cache_dir ||
 	die "$edgeserve has no 'serve --cache_dir' (a build before the model lifecycle?)"
 
 need=()
@@ -82,35 +70,9 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/es-bench-lifecycle.XXXXXX")
 es_pid=
 bench_pid=
-
-# stop PID: SIGTERM, a few seconds to drain, then SIGKILL.
-stop_pid() {
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	[ -n "$bench_pid" ] && kill -KILL "$bench_pid" 2>/dev/null || true
-	stop_pid "$es_pid"
-	rm -rf "$tmp"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup es_pid
 
 now() { date +%s.%N; }
-# calc EXPR: floating-point arithmetic (awk, so that bc is not needed)
-calc() { awk "BEGIN { print $* }"; }
 
 # json_field FILE EVENT FIELD: FIELD of the first log line of EVENT.
 json_field() {
@@ -144,44 +106,25 @@ for line in open(sys.argv[1], errors="replace"):
 EOF
 }
 
-# metric PORT NAME LABEL_SUBSTRING: sum of the samples of NAME whose labels
-# contain the substring (e.g. model="resnet50").
-metric() {
-	curl -s --max-time 10 "http://127.0.0.1:$1/metrics" |
-		awk -v name="$2" -v sub_="$3" '
-			index($0, name "{") == 1 && index($0, sub_) { s += $NF }
-			END { printf "%g\n", s + 0 }'
-}
-
-# start_server LOG ARGS...: starts edgeserve serve and waits until it says
-# "serving on http://..." on stdout (printed at every log level, right
-# after the server_ready log line), or dies; sets es_pid, es_port and
-# start_wall_s (seconds from the exec).
+# start_server LOG ARGS...: starts edgeserve serve and waits for its
+# "serving on http://..." line (wait_serving), or dies; sets es_pid, es_port
+# and start_wall_s (seconds from the exec).
 start_server() {
 	local log=$1
 	shift
-	local t0 t1 line
+	local t0 t1
 	t0=$(now)
 	"$edgeserve" serve --rest_port 0 --rest_bind_address 127.0.0.1 "$@" \
 		>"$log.out" 2>"$log" &
 	es_pid=$!
-	local deadline=$((SECONDS + 600)) # 10 min: a model that slow is a finding
-	while [ $SECONDS -lt $deadline ]; do
-		line=$(grep -m1 'serving on http://' "$log.out" 2>/dev/null || true)
-		if [ -n "$line" ]; then
-			t1=$(now)
-			start_wall_s=$(calc "$t1 - $t0")
-			es_port=${line##*:}
-			return 0
-		fi
-		if ! kill -0 "$es_pid" 2>/dev/null; then
-			echo "run.sh: edgeserve exited during startup; its log:" >&2
-			tail -n 20 "$log" >&2
-			exit 1
-		fi
-		sleep 0.01
-	done
-	die "edgeserve did not start within 10 minutes (log: $log)"
+	# 10 min: a model that slow is a finding
+	wait_serving "$es_pid" "$log.out" "$log" 600 edgeserve || {
+		[ $? = 1 ] && exit 1
+		die "edgeserve did not start within 10 minutes (log: $log)"
+	}
+	t1=$(now)
+	start_wall_s=$(calc "$t1 - $t0")
+	es_port=$serving_port
 }
 
 # wait_blob DIR: until a finished cache blob (no temporary name) is there.
@@ -196,8 +139,6 @@ wait_blob() {
 	echo "run.sh: no cache blob appeared in $1 within 5 minutes" >&2
 	return 1
 }
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 cores=$(nproc)
 echo "edgeserve model lifecycle benchmark: $edgeserve, $cores cores, $(uname -m), all on 127.0.0.1"

@@ -21,12 +21,10 @@
 # benchmark, not a test: it prints numbers and never fails because the
 # machine was slow; it exits non-zero only when it cannot run at all.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 models_dir=${MODELS_DIR:-$repo/bench/models/out}
-python=/usr/bin/python3
-[ -x "$python" ] || python=python3
 
 model=mlp
 rounds=3
@@ -34,9 +32,6 @@ duration=10
 concurrency=1
 binary=
 edgeserve=${EDGESERVE_BIN:-${EDGESERVE:-}}
-
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "shadow.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -51,22 +46,14 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [[ $model =~ ^[A-Za-z0-9_]+$ ]] || die "--model '$model': expected a model name of bench/models/generate.py"
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds '$rounds': expected a positive integer"
-[[ $duration =~ ^[1-9][0-9]*$ ]] || die "--duration '$duration': expected whole seconds"
-[[ $concurrency =~ ^[1-9][0-9]*$ ]] || die "--concurrency '$concurrency': expected a positive integer"
+want_int --rounds "$rounds"
+want_int --duration "$duration" "whole seconds"
+want_int --concurrency "$concurrency"
 
-if [ -z "$edgeserve" ]; then
-	for candidate in "$repo/build/edgeserve" "$(command -v edgeserve || true)"; do
-		if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-			edgeserve=$candidate
-			break
-		fi
-	done
-fi
+[ -n "$edgeserve" ] || edgeserve=$(find_edgeserve "$repo")
 [ -n "$edgeserve" ] && [ -x "$edgeserve" ] ||
 	die "no edgeserve binary: build it (cmake --build build), set EDGESERVE_BIN or pass --edgeserve PATH"
-help_text=$("$edgeserve" serve --help 2>/dev/null || true)
-grep -q -- --divergence_log <<<"$help_text" ||
+serve_has_option --divergence_log ||
 	die "$edgeserve has no 'serve --divergence_log' (a build before rollouts?)"
 
 src_model=$models_dir/${model}_op17.onnx
@@ -80,44 +67,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/es-bench-shadow.XXXXXX")
 off_pid=
 on_pid=
 bench_pid=
-
-# stop PID: SIGTERM, a few seconds to drain, then SIGKILL.
-stop_pid() {
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	[ -n "$bench_pid" ] && kill -KILL "$bench_pid" 2>/dev/null || true
-	stop_pid "$off_pid"
-	stop_pid "$on_pid"
-	rm -rf "$tmp"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-calc() { awk "BEGIN { print $* }"; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# metric PORT NAME LABEL_SUBSTRING: sum of the samples of NAME whose labels
-# contain the substring.
-metric() {
-	curl -s --max-time 10 "http://127.0.0.1:$1/metrics" |
-		awk -v name="$2" -v sub_="$3" '
-			index($0, name "{") == 1 && index($0, sub_) { s += $NF }
-			END { printf "%g\n", s + 0 }'
-}
+install_cleanup off_pid on_pid
 
 # The repository: versions 1 and 2 of "m", the same file.
 mkdir -p "$tmp/m/1" "$tmp/m/2"
@@ -129,33 +79,25 @@ printf '{"model_config_list": [{"config": {%s, "shadow": {"version": 1, "fractio
 	"$model_cfg" >"$tmp/on.json"
 
 # start_server NAME: starts edgeserve serve with $tmp/NAME.json and waits
-# for its "serving on http://..." line; prints "PID PORT".
+# for its "serving on http://..." line (wait_serving); prints "PID PORT".
 start_server() {
-	local name=$1 line pid
+	local name=$1 pid
 	"$edgeserve" serve --config_path "$tmp/$name.json" --rest_port 0 \
 		--rest_bind_address 127.0.0.1 --file_system_poll_wait_seconds 0 \
 		--divergence_log "$tmp/$name.divergence.jsonl" \
 		>"$tmp/$name.out" 2>"$tmp/$name.log" &
 	pid=$!
-	local deadline=$((SECONDS + 300))
-	while [ $SECONDS -lt $deadline ]; do
-		line=$(grep -m1 'serving on http://' "$tmp/$name.out" 2>/dev/null || true)
-		if [ -n "$line" ]; then
-			echo "$pid ${line##*:}"
-			return 0
-		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "shadow.sh: edgeserve ($name) exited during startup; its log:" >&2
-			tail -n 20 "$tmp/$name.log" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
-	echo "shadow.sh: edgeserve ($name) did not start within 5 minutes" >&2
-	return 1
+	wait_serving "$pid" "$tmp/$name.out" "$tmp/$name.log" 300 "edgeserve ($name)" || {
+		[ $? = 1 ] || echo "$bench_prog: edgeserve ($name) did not start within 5 minutes" >&2
+		return 1
+	}
+	echo "$pid $serving_port"
 }
 
+# (off_pid and on_pid are stopped by install_cleanup's trap)
+# shellcheck disable=SC2034
 read -r off_pid off_port < <(start_server off) || exit 1
+# shellcheck disable=SC2034
 read -r on_pid on_port < <(start_server on) || exit 1
 
 # run_bench PORT OUT: one bench level; prints "p50 p99 errors".

@@ -22,9 +22,10 @@
 # stopped on exit, Ctrl-C included. A benchmark, not a test: it never fails
 # because the machine was slow, only when something could not start.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 
 duration=10s
 connections=16
@@ -35,10 +36,6 @@ run_bench=1
 nginx=${NGINX:-/usr/sbin/nginx}
 wrk=${WRK:-wrk}
 serve_args=()
-
-usage() {
-	sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-}
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -59,22 +56,13 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-
 [[ $duration =~ ^[0-9]+[smh]?$ ]] || die "--duration '$duration': expected e.g. 10s, 30s, 2m"
-[[ $connections =~ ^[1-9][0-9]*$ ]] || die "--connections '$connections': expected a positive integer"
-[[ $threads =~ ^[1-9][0-9]*$ ]] || die "--threads '$threads': expected a positive integer"
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds '$rounds': expected a positive integer"
+want_int --connections "$connections"
+want_int --threads "$threads"
+want_int --rounds "$rounds"
 [ "$threads" -le "$connections" ] || threads=$connections
 
-if [ -z "$edgeserve" ]; then
-	for candidate in "$repo/build/edgeserve" "$(command -v edgeserve || true)"; do
-		if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-			edgeserve=$candidate
-			break
-		fi
-	done
-fi
+[ -n "$edgeserve" ] || edgeserve=$(find_edgeserve "$repo")
 [ -n "$edgeserve" ] && [ -x "$edgeserve" ] ||
 	die "no edgeserve binary: build it (cmake --build build) or pass --edgeserve PATH"
 [ -x "$nginx" ] || die "nginx not found at $nginx (apt-get install nginx, or NGINX=PATH)"
@@ -85,28 +73,8 @@ command -v curl >/dev/null || die "curl not found"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/es-bench-server.XXXXXX")
 es_pid=
 nginx_pid=
-
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	for pid in $es_pid $nginx_pid; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $es_pid $nginx_pid; do
-		# give each a few seconds to drain, then insist
-		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_grace_tenths=50 # give each a few seconds to drain, then insist
+install_cleanup es_pid nginx_pid
 
 # A port nobody listens on now (the kernel's pick for a bound socket).
 free_port() {
@@ -222,10 +190,21 @@ run_wrk() {
 	awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
-median() {
+# ratio_median: the median of the ratios on stdin, one a line ("nan" for
+# none; the mean of the middle two with 4 decimals for an even count).
+ratio_median() {
 	sort -g | awk '{ v[NR] = $1 } END {
 		if (NR == 0) { print "nan"; exit }
 		if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# round_row ROUND ES_RPS NGINX_RPS: appends ES_RPS / NGINX_RPS to ratios and
+# prints the round's row.
+round_row() {
+	local ratio
+	ratio=$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
+	ratios+=("$ratio")
+	printf '%-6s %16.1f %16.1f %8s\n' "$1" "$2" "$3" "$ratio"
 }
 
 cores=$(nproc)
@@ -238,11 +217,9 @@ for round in $(seq "$rounds"); do
 	es_rps=$(run_wrk "$es_url/v2/models/scaler/infer")
 	nginx_rps=$(run_wrk "$nginx_url/v2/models/scaler/infer")
 	[ -n "$es_rps" ] && [ -n "$nginx_rps" ] || die "could not read Requests/sec from wrk (last output in $tmp/wrk.last)"
-	ratio=$(awk -v a="$es_rps" -v b="$nginx_rps" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
-	ratios+=("$ratio")
-	printf '%-6s %16.1f %16.1f %8s\n' "$round" "$es_rps" "$nginx_rps" "$ratio"
+	round_row "$round" "$es_rps" "$nginx_rps"
 done
-wrk_median=$(printf '%s\n' "${ratios[@]}" | median)
+wrk_median=$(printf '%s\n' "${ratios[@]}" | ratio_median)
 echo
 echo "median ratio edgeserve/nginx (wrk): $wrk_median   (goal: >= 0.60)"
 
@@ -263,11 +240,9 @@ if [ "$run_bench" = 1 ]; then
 			errs=$(grep -o '"errors":{[^}]*}' <<<"$json")
 			[ "$errs" = '"errors":{}' ] || echo "  (errors against $url: $errs)" >&2
 		done
-		ratio=$(awk -v a="${rps[0]}" -v b="${rps[1]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
-		ratios+=("$ratio")
-		printf '%-6s %16.1f %16.1f %8s\n' "$round" "${rps[0]}" "${rps[1]}" "$ratio"
+		round_row "$round" "${rps[0]}" "${rps[1]}"
 	done
-	bench_median=$(printf '%s\n' "${ratios[@]}" | median)
+	bench_median=$(printf '%s\n' "${ratios[@]}" | ratio_median)
 	echo
 	echo "median ratio edgeserve/nginx (edgeserve bench): $bench_median"
 fi
