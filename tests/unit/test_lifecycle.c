@@ -23,26 +23,13 @@
 #include "obs/metrics.h"
 #include "serving/serving.h"
 #include "serving/serving_int.h"
+#include "support/serving_fixture.h"
 
-#define SRC ES_TEST_DATA_DIR "/serving/repo/multi"
-#define WAIT_LIMIT_NS (20ull * 1000000000ull)
+#define SRC ES_TEST_SERVING_REPO "/multi"
 
 static const es_actor TEST_ACTOR = { "test", NULL };
 
 /* ---- files ---------------------------------------------------------------------- */
-
-static void copy_file(const char *from, const char *to)
-{
-	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-	assert_non_null(in);
-	assert_non_null(out);
-	char buf[65536];
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-		assert_int_equal(fwrite(buf, 1, n, out), n);
-	fclose(in);
-	assert_int_equal(fclose(out), 0);
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -52,106 +39,45 @@ static void write_text(const char *path, const char *text)
 	assert_int_equal(fclose(f), 0);
 }
 
-static void rm_rf(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d) {
-		for (struct dirent *e; (e = readdir(d));) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			char sub[4096];
-			snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-		rmdir(path);
-	} else {
-		unlink(path);
-	}
-}
-
-/* Publishes version v of the model in base: the model y = x + src (1 or 2)
- * under a staging name, renamed into place. src 3 is not an ONNX file. */
-static void publish(const char *base, int v, int src)
-{
-	char stage[1024], dir[1024], from[4096], to[1100];
-	snprintf(stage, sizeof(stage), "%s/.staging-%d", base, v);
-	snprintf(dir, sizeof(dir), "%s/%d", base, v);
-	assert_int_equal(mkdir(stage, 0755), 0);
-	snprintf(from, sizeof(from), SRC "/%d/model.onnx", src);
-	snprintf(to, sizeof(to), "%s/model.onnx", stage);
-	copy_file(from, to);
-	assert_int_equal(rename(stage, dir), 0);
-}
-
 static void unpublish(const char *base, int v)
 {
 	char dir[4096], gone[4096];
 	snprintf(dir, sizeof(dir), "%s/%d", base, v);
 	snprintf(gone, sizeof(gone), "%s/.gone-%d", base, v);
 	assert_int_equal(rename(dir, gone), 0);
-	rm_rf(gone);
+	es_test_rm_rf(gone);
 }
 
 /* ---- fixture ---------------------------------------------------------------------- */
 
 typedef struct fixture {
-	char tmp[256];
-	char base[300];
+	es_test_server s; /* s.tmp holds the repository and the cache */
+	char base[300];   /* the repository of model "m" */
 	char cache[300];
-	es_server_config cfg;
-	es_metrics *metrics;
-	es_server *srv;
-	es_servable *m;
 } fixture;
 
 static void fx_init(fixture *fx, bool keep_previous)
 {
 	memset(fx, 0, sizeof(*fx));
-	snprintf(fx->tmp, sizeof(fx->tmp), "/tmp/es_lifecycle_XXXXXX");
-	assert_non_null(mkdtemp(fx->tmp));
-	snprintf(fx->base, sizeof(fx->base), "%s/m", fx->tmp);
-	snprintf(fx->cache, sizeof(fx->cache), "%s/cache", fx->tmp);
+	es_test_server_init(&fx->s, "es_lifecycle");
+	snprintf(fx->base, sizeof(fx->base), "%s/m", fx->s.tmp);
+	snprintf(fx->cache, sizeof(fx->cache), "%s/cache", fx->s.tmp);
 	assert_int_equal(mkdir(fx->base, 0755), 0);
-	es_config_defaults(&fx->cfg);
-	fx->cfg.poll_wait_s = 0; /* the tests drive every reconcile */
-	fx->cfg.default_warmup = 0;
-	fx->cfg.models = calloc(1, sizeof(*fx->cfg.models));
-	fx->cfg.n_models = 1;
-	es_model_config *mc = &fx->cfg.models[0];
-	mc->name = strdup("m");
-	mc->base_path = strdup(fx->base);
-	mc->policy.kind = ES_POLICY_LATEST;
-	mc->policy.num_versions = 1;
+	/* the tests drive every reconcile */
+	es_model_config *mc = es_test_cfg_driven_model(&fx->s.cfg, fx->base);
 	mc->keep_previous = keep_previous;
-	mc->warmup = -1;
-	fx->metrics = es_metrics_new();
-	assert_non_null(fx->metrics);
 }
 
 static void fx_start(fixture *fx)
 {
-	es_error err = { 0 };
-	int rc = es_server_create(&fx->cfg, fx->metrics, &fx->srv, &err);
-	if (rc)
-		fail_msg("es_server_create: %d %s", rc, err.msg);
-	fx->m = es_server_find_model(fx->srv, "m");
-	assert_non_null(fx->m);
-}
-
-static void fx_free(fixture *fx)
-{
-	es_server_destroy(fx->srv);
-	es_config_free(&fx->cfg);
-	es_metrics_free(fx->metrics);
-	rm_rf(fx->tmp);
+	es_test_server_start(&fx->s, "m");
 }
 
 static bool reload(fixture *fx)
 {
 	bool changed = false;
 	es_error err = { 0 };
-	int rc = es_server_reload(fx->srv, &TEST_ACTOR, &changed, &err);
+	int rc = es_server_reload(fx->s.srv, &TEST_ACTOR, &changed, &err);
 	if (rc)
 		fail_msg("es_server_reload: %d %s", rc, err.msg);
 	return changed;
@@ -160,7 +86,7 @@ static bool reload(fixture *fx)
 static es_version_status status_of(fixture *fx, int64_t v)
 {
 	es_version_status st[64];
-	size_t n = es_servable_status(fx->m, st, 64);
+	size_t n = es_servable_status(fx->s.m, st, 64);
 	for (size_t i = 0; i < n && i < 64; i++)
 		if (st[i].version == v)
 			return st[i];
@@ -172,7 +98,7 @@ static es_version_status status_of(fixture *fx, int64_t v)
  * thread once the last reference is dropped. */
 static void wait_state(fixture *fx, int64_t v, es_version_state st)
 {
-	uint64_t limit = es_now_ns() + WAIT_LIMIT_NS;
+	uint64_t limit = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
 	while (status_of(fx, v).state != st) {
 		if (es_now_ns() > limit)
 			fail_msg("version %lld: state %s, expected %s", (long long)v,
@@ -206,7 +132,7 @@ static float infer_default(fixture *fx, int64_t *version_out)
 {
 	es_version *v = NULL;
 	es_error err = { 0 };
-	assert_int_equal(es_servable_acquire(fx->m, 0, &v, &err), 0);
+	assert_int_equal(es_servable_acquire(fx->s.m, 0, &v, &err), 0);
 	*version_out = es_version_number(v);
 	float x[2] = { 0, 0 };
 	es_tensor in = { .dtype = ES_DT_FLOAT, .ndim = 2, .dims = { 1, 2 }, .data = x,
@@ -214,7 +140,7 @@ static float infer_default(fixture *fx, int64_t *version_out)
 	answer a = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 	es_request r = { .version = v, .inputs = &in, .n_inputs = 1, .complete = on_done,
 			 .user = &a };
-	assert_int_equal(es_server_submit(fx->srv, &r, &err), 0);
+	assert_int_equal(es_server_submit(fx->s.srv, &r, &err), 0);
 	pthread_mutex_lock(&a.mu);
 	while (!a.done)
 		pthread_cond_wait(&a.cv, &a.mu);
@@ -228,9 +154,7 @@ static double counter(fixture *fx, const char *name)
 {
 	static const char *const labels[] = { "model", NULL };
 	static const char *const values[] = { "m", NULL };
-	es_metric *f = es_metrics_counter(fx->metrics, name, "lookup", labels);
-	assert_non_null(f);
-	return es_metric_value(es_metric_get(f, values));
+	return es_test_metric(&fx->s, "counter", name, labels, values);
 }
 
 /* ---- tests ---------------------------------------------------------------------- */
@@ -241,7 +165,7 @@ static void test_new_version_swaps_and_old_one_ends(void **state)
 	int64_t v;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
 	assert_int_equal(status_of(&fx, 1).state, ES_VS_AVAILABLE);
 	assert_true(infer_default(&fx, &v) == 1.0f);
@@ -250,18 +174,18 @@ static void test_new_version_swaps_and_old_one_ends(void **state)
 	/* a request holding version 1 across the swap */
 	es_version *held = NULL;
 	es_error err = { 0 };
-	assert_int_equal(es_servable_acquire(fx.m, 1, &held, &err), 0);
+	assert_int_equal(es_servable_acquire(fx.s.m, 1, &held, &err), 0);
 
-	publish(fx.base, 2, 2);
+	es_test_publish(fx.base, 2, 2);
 	assert_true(reload(&fx));
 	assert_int_equal(status_of(&fx, 2).state, ES_VS_AVAILABLE);
-	assert_int_equal(es_servable_default_version(fx.m), 2);
+	assert_int_equal(es_servable_default_version(fx.s.m), 2);
 	assert_true(infer_default(&fx, &v) == 2.0f);
 	assert_int_equal(v, 2);
 	/* no new request reaches version 1, but the held one is still whole */
 	assert_int_equal(status_of(&fx, 1).state, ES_VS_UNLOADING);
 	es_version *again = NULL;
-	assert_int_equal(es_servable_acquire(fx.m, 1, &again, &err), ES_EUNAVAILABLE);
+	assert_int_equal(es_servable_acquire(fx.s.m, 1, &again, &err), ES_EUNAVAILABLE);
 	assert_non_null(strstr(err.msg, "UNLOADING"));
 	assert_int_equal(es_model_num_inputs(es_version_model(held)), 1);
 	es_version_release(held);
@@ -270,11 +194,11 @@ static void test_new_version_swaps_and_old_one_ends(void **state)
 
 	/* rollback needs keep_previous */
 	es_rollback_result rb;
-	assert_int_equal(es_servable_rollback(fx.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
+	assert_int_equal(es_servable_rollback(fx.s.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
 	assert_non_null(strstr(err.msg, "keep_previous"));
 	/* nothing changed: a second reload says so */
 	assert_false(reload(&fx));
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_keep_previous_and_rollback(void **state)
@@ -285,41 +209,41 @@ static void test_keep_previous_and_rollback(void **state)
 	es_rollback_result rb;
 	(void)state;
 	fx_init(&fx, true);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
 	/* no swap yet: nothing to roll back to */
-	assert_int_equal(es_servable_rollback(fx.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
+	assert_int_equal(es_servable_rollback(fx.s.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
 
-	publish(fx.base, 2, 2);
+	es_test_publish(fx.base, 2, 2);
 	assert_true(reload(&fx));
-	assert_int_equal(es_servable_default_version(fx.m), 2);
+	assert_int_equal(es_servable_default_version(fx.s.m), 2);
 	assert_int_equal(status_of(&fx, 1).state, ES_VS_AVAILABLE); /* kept */
 
-	assert_int_equal(es_servable_rollback(fx.m, &TEST_ACTOR, &rb, &err), 0);
+	assert_int_equal(es_servable_rollback(fx.s.m, &TEST_ACTOR, &rb, &err), 0);
 	assert_int_equal(rb.from, 2);
 	assert_int_equal(rb.to, 1);
-	assert_int_equal(es_servable_default_version(fx.m), 1);
+	assert_int_equal(es_servable_default_version(fx.s.m), 1);
 	assert_true(infer_default(&fx, &v) == 1.0f);
 	assert_int_equal(v, 1);
 	wait_state(&fx, 2, ES_VS_END);
 	assert_int_equal(counter(&fx, "edgeserve_model_rollbacks_total"), 1);
 	/* a second rollback has nothing left */
-	assert_int_equal(es_servable_rollback(fx.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
+	assert_int_equal(es_servable_rollback(fx.s.m, &TEST_ACTOR, &rb, &err), ES_EUNAVAILABLE);
 
 	/* the rolled-back version is not loaded again while it is on disk */
 	reload(&fx);
 	assert_int_equal(status_of(&fx, 2).state, ES_VS_END);
-	assert_int_equal(es_servable_default_version(fx.m), 1);
+	assert_int_equal(es_servable_default_version(fx.s.m), 1);
 
 	/* a newer version ends the rollback */
-	publish(fx.base, 3, 2);
+	es_test_publish(fx.base, 3, 2);
 	assert_true(reload(&fx));
-	assert_int_equal(es_servable_default_version(fx.m), 3);
+	assert_int_equal(es_servable_default_version(fx.s.m), 3);
 	assert_int_equal(status_of(&fx, 1).state, ES_VS_AVAILABLE); /* kept again */
-	assert_int_equal(es_servable_rollback(fx.m, &TEST_ACTOR, &rb, &err), 0);
+	assert_int_equal(es_servable_rollback(fx.s.m, &TEST_ACTOR, &rb, &err), 0);
 	assert_int_equal(rb.from, 3);
 	assert_int_equal(rb.to, 1);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_removed_version_falls_back(void **state)
@@ -328,19 +252,19 @@ static void test_removed_version_falls_back(void **state)
 	int64_t v;
 	(void)state;
 	fx_init(&fx, true);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
-	publish(fx.base, 2, 2);
+	es_test_publish(fx.base, 2, 2);
 	reload(&fx);
-	assert_int_equal(es_servable_default_version(fx.m), 2);
+	assert_int_equal(es_servable_default_version(fx.s.m), 2);
 	unpublish(fx.base, 2);
 	assert_true(reload(&fx));
 	/* version 1 was kept: the switch back needs no load */
-	assert_int_equal(es_servable_default_version(fx.m), 1);
+	assert_int_equal(es_servable_default_version(fx.s.m), 1);
 	assert_true(infer_default(&fx, &v) == 1.0f);
 	wait_state(&fx, 2, ES_VS_END);
 	assert_non_null(strstr(status_of(&fx, 2).reason, "removed"));
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_failed_version_leaves_serving_untouched(void **state)
@@ -349,20 +273,20 @@ static void test_failed_version_leaves_serving_untouched(void **state)
 	int64_t v;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
-	publish(fx.base, 2, 3); /* not an ONNX file */
+	es_test_publish(fx.base, 2, 3); /* not an ONNX file */
 	reload(&fx);
 	es_version_status st = status_of(&fx, 2);
 	assert_int_equal(st.state, ES_VS_FAILED);
 	assert_true(st.reason[0] != '\0');
-	assert_null(strstr(st.reason, fx.tmp)); /* no host path */
-	assert_int_equal(es_servable_default_version(fx.m), 1);
+	assert_null(strstr(st.reason, fx.s.tmp)); /* no host path */
+	assert_int_equal(es_servable_default_version(fx.s.m), 1);
 	assert_true(infer_default(&fx, &v) == 1.0f);
 	assert_int_equal(status_of(&fx, 1).state, ES_VS_AVAILABLE);
 	es_version *x = NULL;
 	es_error err = { 0 };
-	assert_int_equal(es_servable_acquire(fx.m, 2, &x, &err), ES_EUNAVAILABLE);
+	assert_int_equal(es_servable_acquire(fx.s.m, 2, &x, &err), ES_EUNAVAILABLE);
 	double failures = counter(&fx, "edgeserve_model_load_failures_total");
 	assert_true(failures >= 1);
 
@@ -373,13 +297,13 @@ static void test_failed_version_leaves_serving_untouched(void **state)
 	/* fixed files are */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/2/model.onnx", fx.base);
-	copy_file(SRC "/2/model.onnx", path);
+	es_test_copy_file(SRC "/2/model.onnx", path);
 	struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_NOW } };
 	utimensat(AT_FDCWD, path, ts, 0);
 	assert_true(reload(&fx));
 	assert_int_equal(status_of(&fx, 2).state, ES_VS_AVAILABLE);
-	assert_int_equal(es_servable_default_version(fx.m), 2);
-	fx_free(&fx);
+	assert_int_equal(es_servable_default_version(fx.s.m), 2);
+	es_test_server_free(&fx.s);
 }
 
 static void test_poll_waits_for_files_to_settle(void **state)
@@ -387,26 +311,26 @@ static void test_poll_waits_for_files_to_settle(void **state)
 	fixture fx;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
-	publish(fx.base, 2, 2);
+	es_test_publish(fx.base, 2, 2);
 	es_actor who = { "poll", NULL };
-	pthread_mutex_lock(&fx.srv->reload_mu);
+	pthread_mutex_lock(&fx.s.srv->reload_mu);
 	/* first sight: remembered, not loaded */
-	es_life_sync(fx.m, ES_SYNC_POLL, &who);
+	es_life_sync(fx.s.m, ES_SYNC_POLL, &who);
 	assert_string_equal(status_of(&fx, 2).reason, "absent");
 	/* the file changes between polls: still not loaded */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/2/extra.txt", fx.base);
 	write_text(path, "still copying");
-	es_life_sync(fx.m, ES_SYNC_POLL, &who);
+	es_life_sync(fx.s.m, ES_SYNC_POLL, &who);
 	assert_string_equal(status_of(&fx, 2).reason, "absent");
 	/* unchanged since the last poll: loaded */
-	es_life_sync(fx.m, ES_SYNC_POLL, &who);
-	pthread_mutex_unlock(&fx.srv->reload_mu);
+	es_life_sync(fx.s.m, ES_SYNC_POLL, &who);
+	pthread_mutex_unlock(&fx.s.srv->reload_mu);
 	assert_int_equal(status_of(&fx, 2).state, ES_VS_AVAILABLE);
-	assert_int_equal(es_servable_default_version(fx.m), 2);
-	fx_free(&fx);
+	assert_int_equal(es_servable_default_version(fx.s.m), 2);
+	es_test_server_free(&fx.s);
 }
 
 static int read_config(void *ctx, es_server_config *cfg, es_error *err)
@@ -447,7 +371,7 @@ static void test_reload_adds_and_removes_models(void **state)
 	bool changed;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	fx_start(&fx);
 
 	es_server_config next;
@@ -464,20 +388,20 @@ static void test_reload_adds_and_removes_models(void **state)
 	next.models[1].policy.kind = ES_POLICY_LATEST;
 	next.models[1].policy.num_versions = 1;
 	next.models[1].warmup = -1;
-	es_server_set_config_reader(fx.srv, read_config, &next);
+	es_server_set_config_reader(fx.s.srv, read_config, &next);
 
-	const es_model_list *before = es_server_models(fx.srv);
-	assert_int_equal(es_server_reload(fx.srv, &TEST_ACTOR, &changed, &err), 0);
+	const es_model_list *before = es_server_models(fx.s.srv);
+	assert_int_equal(es_server_reload(fx.s.srv, &TEST_ACTOR, &changed, &err), 0);
 	assert_true(changed);
-	assert_int_equal(es_server_models(fx.srv)->n, 2);
+	assert_int_equal(es_server_models(fx.s.srv)->n, 2);
 	assert_int_equal(before->n, 1); /* an old snapshot stays valid */
-	es_servable *other = es_server_find_model(fx.srv, "other");
+	es_servable *other = es_server_find_model(fx.s.srv, "other");
 	assert_non_null(other);
 	assert_true(es_servable_ready(other, 0));
-	assert_true(es_server_find_model(fx.srv, "m") == fx.m); /* unchanged: kept */
+	assert_true(es_server_find_model(fx.s.srv, "m") == fx.s.m); /* unchanged: kept */
 
 	/* the same file again: nothing to do */
-	assert_int_equal(es_server_reload(fx.srv, &TEST_ACTOR, &changed, &err), 0);
+	assert_int_equal(es_server_reload(fx.s.srv, &TEST_ACTOR, &changed, &err), 0);
 	assert_false(changed);
 
 	/* a device change is refused and nothing is applied */
@@ -490,22 +414,22 @@ static void test_reload_adds_and_removes_models(void **state)
 	dv[1].max_queue_size = 16;
 	next.n_devices = 2;
 	next.n_models = 1;
-	assert_int_equal(es_server_reload(fx.srv, &TEST_ACTOR, &changed, &err), ES_EINVAL);
+	assert_int_equal(es_server_reload(fx.s.srv, &TEST_ACTOR, &changed, &err), ES_EINVAL);
 	assert_non_null(strstr(err.msg, "devices"));
-	assert_int_equal(es_server_models(fx.srv)->n, 2);
+	assert_int_equal(es_server_models(fx.s.srv)->n, 2);
 	next.n_devices = 1;
 
 	/* removing a model */
-	assert_int_equal(es_server_reload(fx.srv, &TEST_ACTOR, &changed, &err), 0);
+	assert_int_equal(es_server_reload(fx.s.srv, &TEST_ACTOR, &changed, &err), 0);
 	assert_true(changed);
-	assert_int_equal(es_server_models(fx.srv)->n, 1);
-	assert_null(es_server_find_model(fx.srv, "other"));
+	assert_int_equal(es_server_models(fx.s.srv)->n, 1);
+	assert_null(es_server_find_model(fx.s.srv, "other"));
 	assert_false(es_servable_ready(other, 0)); /* retired, still valid memory */
 
 	next.n_models = 2;
 	next.n_devices = 2;
 	es_config_free(&next);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_cache_hit_after_restart_and_invalid_blob(void **state)
@@ -514,13 +438,13 @@ static void test_cache_hit_after_restart_and_invalid_blob(void **state)
 	int64_t v;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
-	fx.cfg.cache_dir = strdup(fx.cache);
+	es_test_publish(fx.base, 1, 1);
+	fx.s.cfg.cache_dir = strdup(fx.cache);
 	fx_start(&fx);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_misses_total"), 1);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_hits_total"), 0);
-	es_server_destroy(fx.srv);
-	es_metrics_free(fx.metrics);
+	es_server_destroy(fx.s.srv);
+	es_metrics_free(fx.s.metrics);
 
 	/* one blob, no temporary files */
 	char blob[4096] = "";
@@ -537,13 +461,13 @@ static void test_cache_hit_after_restart_and_invalid_blob(void **state)
 	closedir(d);
 	assert_int_equal(blobs, 1);
 
-	fx.metrics = es_metrics_new();
+	fx.s.metrics = es_metrics_new();
 	fx_start(&fx);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_hits_total"), 1);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_misses_total"), 0);
 	assert_true(infer_default(&fx, &v) == 1.0f);
-	es_server_destroy(fx.srv);
-	es_metrics_free(fx.metrics);
+	es_server_destroy(fx.s.srv);
+	es_metrics_free(fx.s.metrics);
 
 	/* flip a byte in the middle */
 	int fd = open(blob, O_RDWR);
@@ -555,20 +479,20 @@ static void test_cache_hit_after_restart_and_invalid_blob(void **state)
 	assert_int_equal(pwrite(fd, &b, 1, size / 2), 1);
 	close(fd);
 
-	fx.metrics = es_metrics_new();
+	fx.s.metrics = es_metrics_new();
 	fx_start(&fx);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_invalid_total"), 1);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_misses_total"), 1);
 	assert_true(infer_default(&fx, &v) == 1.0f);
-	es_server_destroy(fx.srv);
-	es_metrics_free(fx.metrics);
+	es_server_destroy(fx.s.srv);
+	es_metrics_free(fx.s.metrics);
 
 	/* rebuilt: the next start hits again */
-	fx.metrics = es_metrics_new();
+	fx.s.metrics = es_metrics_new();
 	fx_start(&fx);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_hits_total"), 1);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_invalid_total"), 0);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_unusable_cache_dir_still_loads(void **state)
@@ -577,14 +501,14 @@ static void test_unusable_cache_dir_still_loads(void **state)
 	int64_t v;
 	(void)state;
 	fx_init(&fx, false);
-	publish(fx.base, 1, 1);
+	es_test_publish(fx.base, 1, 1);
 	/* a regular file where the directory should be */
 	write_text(fx.cache, "not a directory");
-	fx.cfg.cache_dir = strdup(fx.cache);
+	fx.s.cfg.cache_dir = strdup(fx.cache);
 	fx_start(&fx);
 	assert_true(infer_default(&fx, &v) == 1.0f);
 	assert_int_equal(counter(&fx, "edgeserve_model_cache_hits_total"), 0);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 int main(void)

@@ -21,37 +21,22 @@
 #include "serving/serving.h"
 #include "serving/serving_int.h"
 #include "serving/window.h"
+#include "support/serving_fixture.h"
 
-#define REPO ES_TEST_DATA_DIR "/serving/repo/multi"
-#define WAIT_LIMIT_NS (20ull * 1000000000ull)
+#define REPO ES_TEST_SERVING_REPO "/multi"
 
 static const es_actor TEST_ACTOR = { "test", "127.0.0.1" };
 
 /* ---- fixture ---------------------------------------------------------------- */
 
-typedef struct fixture {
-	es_server_config cfg;
-	es_metrics *metrics;
-	es_server *srv;
-	es_servable *m;
-} fixture;
+typedef es_test_server fixture;
 
+/* Model "m" of REPO, every version; returns it to be changed before fx_start. */
 static es_model_config *fx_init(fixture *fx)
 {
-	memset(fx, 0, sizeof(*fx));
-	es_config_defaults(&fx->cfg);
-	fx->cfg.poll_wait_s = 0;
-	fx->cfg.default_warmup = 0;
-	fx->cfg.models = calloc(1, sizeof(*fx->cfg.models));
-	assert_non_null(fx->cfg.models);
-	fx->cfg.n_models = 1;
-	es_model_config *mc = &fx->cfg.models[0];
-	mc->name = strdup("m");
-	mc->base_path = strdup(REPO);
+	es_test_server_init(fx, NULL);
+	es_model_config *mc = es_test_cfg_driven_model(&fx->cfg, REPO);
 	mc->policy.kind = ES_POLICY_ALL;
-	mc->warmup = -1;
-	fx->metrics = es_metrics_new();
-	assert_non_null(fx->metrics);
 	return mc;
 }
 
@@ -73,22 +58,10 @@ static void add_label(es_model_config *mc, const char *name, int64_t version)
 
 static void fx_start(fixture *fx)
 {
-	es_error err = { 0 };
-	int rc = es_server_create(&fx->cfg, fx->metrics, &fx->srv, &err);
-	if (rc)
-		fail_msg("es_server_create: %d %s", rc, err.msg);
-	fx->m = es_server_find_model(fx->srv, "m");
-	assert_non_null(fx->m);
+	es_test_server_start(fx, "m");
 	assert_true(es_servable_ready(fx->m, 1));
 	assert_true(es_servable_ready(fx->m, 2));
 	assert_int_equal(es_servable_default_version(fx->m), 2);
-}
-
-static void fx_free(fixture *fx)
-{
-	es_server_destroy(fx->srv);
-	es_config_free(&fx->cfg);
-	es_metrics_free(fx->metrics);
 }
 
 /* Routes one request; returns its arm, *version the version number. */
@@ -115,16 +88,6 @@ static void canary_update(fixture *fx, es_canary_update u)
 	int rc = es_servable_canary_update(fx->m, &u, &TEST_ACTOR, &err);
 	if (rc)
 		fail_msg("canary update: %d %s", rc, err.msg);
-}
-
-static double metric_value(fixture *fx, const char *kind, const char *name,
-			   const char *const *label_names, const char *const *values)
-{
-	es_metric *f = !strcmp(kind, "gauge")
-			       ? es_metrics_gauge(fx->metrics, name, "x", label_names)
-			       : es_metrics_counter(fx->metrics, name, "x", label_names);
-	assert_non_null(f);
-	return es_metric_value(es_metric_get(f, values));
 }
 
 /* ---- arms --------------------------------------------------------------------- */
@@ -171,7 +134,7 @@ static void test_no_canary_default_and_pinned(void **state)
 	es_canary_update u = { .set_fraction = true, .fraction_bp = 10 };
 	assert_int_equal(es_servable_canary_update(fx.m, &u, &TEST_ACTOR, &err), ES_EINVAL);
 	assert_non_null(strstr(err.msg, "model 'm' has no canary configured"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 /* Share of 10,000 distinct keys on the canary, in basis points. */
@@ -236,7 +199,7 @@ static void test_hash_split(void **state)
 	es_canary_update bad = { .set_fraction = true, .fraction_bp = 10001 };
 	assert_int_equal(es_servable_canary_update(fx.m, &bad, &TEST_ACTOR, &err), ES_EINVAL);
 	assert_non_null(strstr(err.msg, "fraction_bp: expected 0..10000 basis points, got 10001"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_salt_changes_assignment(void **state)
@@ -257,8 +220,8 @@ static void test_salt_changes_assignment(void **state)
 	}
 	/* independent halves: about 500 keys differ */
 	assert_in_range(differ, 350, 650);
-	fx_free(&a);
-	fx_free(&b);
+	es_test_server_free(&a);
+	es_test_server_free(&b);
 }
 
 static void test_keyless(void **state)
@@ -270,7 +233,7 @@ static void test_keyless(void **state)
 	/* no key: stable, even at 100 % */
 	assert_int_equal(route(&fx, NULL, NULL), ES_ARM_STABLE);
 	assert_int_equal(route(&fx, "", NULL), ES_ARM_STABLE);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 
 	es_model_config *mc = fx_init(&fx);
 	set_canary(mc, 2, 5000);
@@ -288,7 +251,7 @@ static void test_keyless(void **state)
 		es_version_release(out.version);
 	}
 	assert_in_range(canary, 400, 600);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_kill_switch(void **state)
@@ -300,7 +263,7 @@ static void test_kill_switch(void **state)
 	static const char *const mo[] = { "model", NULL };
 	const char *mv[] = { "m", NULL };
 	assert_int_equal(route(&fx, "alice", NULL), ES_ARM_CANARY);
-	assert_true(metric_value(&fx, "gauge", "edgeserve_canary_fraction_bp", mo, mv) == 10000);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_canary_fraction_bp", mo, mv) == 10000);
 
 	canary_update(&fx, (es_canary_update){ .set_killed = true, .killed = true });
 	/* the very next request */
@@ -311,16 +274,16 @@ static void test_kill_switch(void **state)
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_true(rep.killed);
 	assert_non_null(strstr(rep.kill_reason, "killed by test from 127.0.0.1"));
-	assert_true(metric_value(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 1);
-	assert_true(metric_value(&fx, "gauge", "edgeserve_canary_fraction_bp", mo, mv) == 0);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 1);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_canary_fraction_bp", mo, mv) == 0);
 
 	canary_update(&fx, (es_canary_update){ .set_killed = true, .killed = false });
 	assert_int_equal(route(&fx, "alice", NULL), ES_ARM_CANARY);
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_false(rep.killed);
 	assert_string_equal(rep.kill_reason, "");
-	assert_true(metric_value(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 0);
-	fx_free(&fx);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 0);
+	es_test_server_free(&fx);
 
 	/* "kill_switch": true in the configuration starts killed */
 	es_model_config *mc = fx_init(&fx);
@@ -331,7 +294,7 @@ static void test_kill_switch(void **state)
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_true(rep.killed);
 	assert_non_null(strstr(rep.kill_reason, "configuration"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_stable_never_the_canary(void **state)
@@ -355,7 +318,7 @@ static void test_stable_never_the_canary(void **state)
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_int_equal(rep.arms[ES_ARM_STABLE].version, 1);
 	assert_int_equal(rep.arms[ES_ARM_CANARY].version, 2);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 
 	/* an older canary: stable is the default */
 	set_canary(fx_init(&fx), 1, 0);
@@ -376,7 +339,7 @@ static void test_stable_never_the_canary(void **state)
 	canary_update(&fx, u);
 	assert_int_equal(route(&fx, "x", &v), ES_ARM_CANARY);
 	assert_int_equal(v, 2);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_labels(void **state)
@@ -394,7 +357,7 @@ static void test_labels(void **state)
 	assert_int_equal(rep.n_labels, 1);
 	assert_string_equal(rep.label_names[0], "stable");
 	assert_int_equal(rep.label_versions[0], 1);
-	double moves = metric_value(&fx, "counter", "edgeserve_label_moves_total", mo, mv);
+	double moves = es_test_metric(&fx, "counter", "edgeserve_label_moves_total", mo, mv);
 	assert_true(moves == 1);
 
 	es_route_in in = { .label = "stable" };
@@ -418,7 +381,7 @@ static void test_labels(void **state)
 	assert_int_equal(es_servable_route(fx.m, &in, &out, &err), 0);
 	assert_int_equal(es_version_number(out.version), 1);
 	es_version_release(out.version);
-	assert_true(metric_value(&fx, "counter", "edgeserve_label_moves_total", mo, mv) == 3);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_label_moves_total", mo, mv) == 3);
 
 	/* refused: nothing changes */
 	assert_int_equal(es_servable_set_label(fx.m, "beta", 3, &TEST_ACTOR, &err), ES_EUNAVAILABLE);
@@ -432,7 +395,7 @@ static void test_labels(void **state)
 	assert_int_equal(es_servable_route(fx.m, &in, &out, &err), 0);
 	assert_int_equal(es_version_number(out.version), 1);
 	es_version_release(out.version);
-	assert_true(metric_value(&fx, "counter", "edgeserve_label_moves_total", mo, mv) == 3);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_label_moves_total", mo, mv) == 3);
 
 	/* removal */
 	assert_int_equal(es_servable_set_label(fx.m, "beta", 0, &TEST_ACTOR, &err), 0);
@@ -440,7 +403,7 @@ static void test_labels(void **state)
 	assert_int_equal(es_servable_set_label(fx.m, "beta", 0, &TEST_ACTOR, &err), ES_ENOTFOUND);
 
 	/* the "stable" label chooses the stable arm of a canary */
-	fx_free(&fx);
+	es_test_server_free(&fx);
 	mc = fx_init(&fx);
 	add_label(mc, "stable", 1);
 	add_label(mc, "canary", 2);
@@ -459,7 +422,7 @@ static void test_labels(void **state)
 	canary_update(&fx, (es_canary_update){ .set_killed = true, .killed = true });
 	assert_int_equal(route(&fx, "u", &v), ES_ARM_STABLE);
 	assert_int_equal(v, 2);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_shadow_sampling(void **state)
@@ -507,7 +470,7 @@ static void test_shadow_sampling(void **state)
 	assert_int_equal(rep.shadow_dropped, 1);
 	assert_int_equal(rep.shadow_compared, 2);
 	assert_int_equal(rep.shadow_divergent, 1);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 
 	/* sampling follows the fraction */
 	mc = fx_init(&fx);
@@ -524,7 +487,7 @@ static void test_shadow_sampling(void **state)
 		es_version_release(out.shadow);
 	}
 	assert_in_range(sampled, 800, 1200);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 /* ---- windows -------------------------------------------------------------------- */
@@ -618,7 +581,7 @@ static void test_report_windows(void **state)
 	assert_int_equal(rep.arms[ES_ARM_PINNED].errors, 1);
 	assert_int_equal(rep.arms[ES_ARM_LABEL].requests, 0);
 	assert_false(rep.shadow);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 /* ---- guard rails ------------------------------------------------------------------ */
@@ -657,10 +620,10 @@ static void test_guard_error_rate(void **state)
 	assert_true(es_servable_ready(fx.m, 2));
 	static const char *const mr[] = { "model", "reason", NULL };
 	const char *vals[] = { "m", "error_rate", NULL };
-	assert_true(metric_value(&fx, "counter", "edgeserve_canary_guard_trips_total", mr, vals) == 1);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_canary_guard_trips_total", mr, vals) == 1);
 	static const char *const mo[] = { "model", NULL };
 	const char *mv[] = { "m", NULL };
-	assert_true(metric_value(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 1);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_canary_killed", mo, mv) == 1);
 
 	/* re-arming starts from a clean canary window */
 	canary_update(&fx, (es_canary_update){ .set_killed = true, .killed = false });
@@ -669,7 +632,7 @@ static void test_guard_error_rate(void **state)
 	for (int i = 0; i < 100; i++)
 		es_rollout_record(fx.m, ES_ARM_CANARY, i % 10 != 0, 1e-3);
 	assert_false(es_rollout_guard_check(fx.m));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_guard_thread_trips(void **state)
@@ -681,7 +644,7 @@ static void test_guard_thread_trips(void **state)
 	for (int i = 0; i < 50; i++)
 		es_rollout_record(fx.m, ES_ARM_CANARY, false, 1e-3);
 	/* the thread checks once a second */
-	uint64_t limit = es_now_ns() + WAIT_LIMIT_NS;
+	uint64_t limit = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
 	es_rollout_report rep;
 	for (;;) {
 		assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
@@ -693,7 +656,7 @@ static void test_guard_thread_trips(void **state)
 		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 	}
 	assert_non_null(strstr(rep.kill_reason, "error_rate"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_guard_p95_ratio(void **state)
@@ -713,7 +676,7 @@ static void test_guard_p95_ratio(void **state)
 	es_rollout_report rep;
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_non_null(strstr(rep.kill_reason, "p95_ratio"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 
 	guarded(&fx)->canary.guard.max_p95_ratio = 2;
 	fx_start(&fx);
@@ -722,7 +685,7 @@ static void test_guard_p95_ratio(void **state)
 		es_rollout_record(fx.m, ES_ARM_STABLE, true, 1e-3);
 	}
 	assert_false(es_rollout_guard_check(fx.m));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_guard_divergence(void **state)
@@ -744,7 +707,7 @@ static void test_guard_divergence(void **state)
 	es_rollout_report rep;
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_non_null(strstr(rep.kill_reason, "divergence_rate"));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 /* ---- configuration changes --------------------------------------------------------- */
@@ -780,7 +743,7 @@ static void test_update_from_config(void **state)
 	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
 	assert_false(rep.canary);
 	assert_false(rep.killed);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 int main(void)

@@ -23,112 +23,18 @@
 #include "serving/serving.h"
 #include "serving/serving_int.h"
 
-#define REPO ES_TEST_DATA_DIR "/serving/repo"
+#include "support/serving_fixture.h"
+
+#define REPO ES_TEST_SERVING_REPO
 #define EXAMPLES ES_TEST_DATA_DIR "/../../examples/models"
-/* Upper bound of every wait in these tests: reaching it is a failure, not
- * a way to let a race settle. */
-#define WAIT_LIMIT_NS (20ull * 1000000000ull)
 
-/* ---- configuration helpers --------------------------------------------------- */
-
-static void cfg_device(es_server_config *cfg, const char *name, int streams, int queue)
-{
-	es_device_config *d;
-	if (!strcmp(cfg->devices[0].name, "CPU") && cfg->n_devices == 1 &&
-	    strcmp(name, "CPU")) {
-		/* first custom device replaces the default */
-		d = &cfg->devices[0];
-		free(d->name);
-	} else {
-		cfg->devices = realloc(cfg->devices, (cfg->n_devices + 1) * sizeof(*d));
-		assert_non_null(cfg->devices);
-		d = &cfg->devices[cfg->n_devices++];
-		memset(d, 0, sizeof(*d));
-		d->backend = strdup("cpu");
-	}
-	d->name = strdup(name);
-	d->streams = streams;
-	d->threads_per_stream = 1;
-	d->max_queue_size = queue;
-}
-
-static es_model_config *cfg_model(es_server_config *cfg, const char *name,
-				  const char *base_path, const char *device)
-{
-	cfg->models = realloc(cfg->models, (cfg->n_models + 1) * sizeof(*cfg->models));
-	assert_non_null(cfg->models);
-	es_model_config *m = &cfg->models[cfg->n_models++];
-	memset(m, 0, sizeof(*m));
-	m->name = strdup(name);
-	m->base_path = strdup(base_path);
-	m->target_device = device ? strdup(device) : NULL;
-	m->policy.kind = ES_POLICY_LATEST;
-	m->policy.num_versions = 1;
-	return m;
-}
-
-static void policy_specific(es_model_config *m, const int64_t *v, size_t n)
-{
-	m->policy.kind = ES_POLICY_SPECIFIC;
-	m->policy.versions = calloc(n, sizeof(int64_t));
-	memcpy(m->policy.versions, v, n * sizeof(int64_t));
-	m->policy.n_versions = n;
-}
-
-/* A server plus what it was made from. */
-typedef struct fixture {
-	es_server_config cfg;
-	es_metrics *metrics;
-	es_server *srv;
-} fixture;
-
-static void fx_init(fixture *fx)
-{
-	memset(fx, 0, sizeof(*fx));
-	es_config_defaults(&fx->cfg);
-	fx->metrics = es_metrics_new();
-	assert_non_null(fx->metrics);
-}
-
-static void fx_start(fixture *fx)
-{
-	es_error err = { 0 };
-	int rc = es_server_create(&fx->cfg, fx->metrics, &fx->srv, &err);
-	if (rc)
-		fail_msg("es_server_create: %d %s", rc, err.msg);
-}
-
-static void fx_free(fixture *fx)
-{
-	es_server_destroy(fx->srv);
-	es_config_free(&fx->cfg);
-	es_metrics_free(fx->metrics);
-}
-
-static double metric(fixture *fx, const char *kind, const char *name,
-		     const char *const *labels, const char *const *values)
-{
-	es_metric *f = !strcmp(kind, "counter")
-		? es_metrics_counter(fx->metrics, name, "lookup", labels)
-		: es_metrics_gauge(fx->metrics, name, "lookup", labels);
-	assert_non_null(f);
-	return es_metric_value(es_metric_get(f, values));
-}
+typedef es_test_server fixture;
 
 /* ---- requests ---------------------------------------------------------------------- */
 
-typedef struct sync {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done;
-	int blocked;    /* completions waiting for the gate */
-	bool gate_open;
-	int inside;     /* completions inside the rendezvous */
-} sync_t;
-
 typedef struct job {
 	es_request r;
-	sync_t *sy;
+	es_test_sync *sy;
 	es_tensor in[2];
 	void *data[2];
 	bool block;      /* wait in complete until the gate opens */
@@ -146,35 +52,10 @@ typedef struct job {
 	int out_ndim;
 } job;
 
-static void sync_init(sync_t *sy)
-{
-	memset(sy, 0, sizeof(*sy));
-	pthread_mutex_init(&sy->mu, NULL);
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&sy->cv, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static void sync_destroy(sync_t *sy)
-{
-	pthread_cond_destroy(&sy->cv);
-	pthread_mutex_destroy(&sy->mu);
-}
-
-/* Waits (holding sy->mu) for the condition to change; false on the limit. */
-static bool sync_wait(sync_t *sy, uint64_t until)
-{
-	struct timespec ts = { (time_t)(until / 1000000000ull), (long)(until % 1000000000ull) };
-	return pthread_cond_timedwait(&sy->cv, &sy->mu, &ts) != ETIMEDOUT ||
-	       es_now_ns() < until;
-}
-
 static void on_complete(es_request *r, const es_tensor *outputs, size_t n)
 {
 	job *j = r->user;
-	sync_t *sy = j->sy;
+	es_test_sync *sy = j->sy;
 	j->status = r->status;
 	snprintf(j->msg, sizeof(j->msg), "%s", r->err.msg);
 	j->t_enqueue = r->t_enqueue_ns;
@@ -190,30 +71,25 @@ static void on_complete(es_request *r, const es_tensor *outputs, size_t n)
 		size_t k = outputs[0].nbytes / sizeof(float);
 		memcpy(j->out, outputs[0].data, (k < 8 ? k : 8) * sizeof(float));
 	}
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
+	uint64_t until = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
 	pthread_mutex_lock(&sy->mu);
-	if (j->block) {
-		sy->blocked++;
-		pthread_cond_broadcast(&sy->cv);
-		while (!sy->gate_open && sync_wait(sy, until))
-			;
-	}
+	if (j->block)
+		es_test_hold_at_gate(sy, until);
 	if (j->rendezvous) {
 		sy->inside++;
 		pthread_cond_broadcast(&sy->cv);
-		while (sy->inside < 2 && sync_wait(sy, until))
+		while (sy->inside < 2 && es_test_sync_wait(sy, until))
 			;
 		j->met = sy->inside >= 2;
 	}
 	j->t_done = es_now_ns();
 	j->done = true;
-	sy->done++;
-	pthread_cond_broadcast(&sy->cv);
+	es_test_sync_finish(sy);
 	pthread_mutex_unlock(&sy->mu);
 }
 
 /* Prepares a request for a float model input of shape dims (values v). */
-static void job_init(job *j, sync_t *sy, es_version *v, int ndim, const int64_t *dims,
+static void job_init(job *j, es_test_sync *sy, es_version *v, int ndim, const int64_t *dims,
 		     float value)
 {
 	memset(j, 0, sizeof(*j));
@@ -248,55 +124,13 @@ static void job_free(job *j)
 	free(j->data[1]);
 }
 
-static void wait_done(sync_t *sy, int n)
-{
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
-	pthread_mutex_lock(&sy->mu);
-	while (sy->done < n && sync_wait(sy, until))
-		;
-	int done = sy->done;
-	pthread_mutex_unlock(&sy->mu);
-	if (done < n)
-		fail_msg("only %d of %d requests completed in time", done, n);
-}
-
-static void wait_blocked(sync_t *sy, int n)
-{
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
-	pthread_mutex_lock(&sy->mu);
-	while (sy->blocked < n && sync_wait(sy, until))
-		;
-	int blocked = sy->blocked;
-	pthread_mutex_unlock(&sy->mu);
-	assert_true(blocked >= n);
-}
-
-static void open_gate(sync_t *sy)
-{
-	pthread_mutex_lock(&sy->mu);
-	sy->gate_open = true;
-	pthread_cond_broadcast(&sy->cv);
-	pthread_mutex_unlock(&sy->mu);
-}
-
-static es_version *acquire(es_server *s, const char *model, int64_t version)
-{
-	es_error err = { 0 };
-	es_version *v = NULL;
-	es_servable *m = es_server_find_model(s, model);
-	assert_non_null(m);
-	int rc = es_servable_acquire(m, version, &v, &err);
-	if (rc)
-		fail_msg("acquire %s/%lld: %d %s", model, (long long)version, rc, err.msg);
-	return v;
-}
-
 static size_t status_of(es_server *s, const char *model, es_version_status *st, size_t max)
 {
 	es_servable *m = es_server_find_model(s, model);
 	assert_non_null(m);
 	return es_servable_status(m, st, max);
 }
+
 
 /* ---- repository and policies --------------------------------------------------------- */
 
@@ -305,9 +139,9 @@ static void test_latest_policy(void **state)
 	fixture fx;
 	es_error err = { 0 };
 	es_version_status st[8];
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.num_versions = 2;
-	fx_start(&fx);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.num_versions = 2;
+	es_test_server_start(&fx, NULL);
 
 	/* versions on disk: 1, 2, 3 (corrupt); 0, 007, abc, 4 are not versions */
 	assert_int_equal(status_of(fx.srv, "multi", st, 8), 2);
@@ -353,20 +187,20 @@ static void test_latest_policy(void **state)
 	const char *avail3[] = { "multi", "3", "AVAILABLE", NULL };
 	const char *avail2[] = { "multi", "2", "AVAILABLE", NULL };
 	const char *multi[] = { "multi", NULL };
-	assert_true(metric(&fx, "gauge", "edgeserve_model_version_state", mvs, failed3) == 1);
-	assert_true(metric(&fx, "gauge", "edgeserve_model_version_state", mvs, avail3) == 0);
-	assert_true(metric(&fx, "gauge", "edgeserve_model_version_state", mvs, avail2) == 1);
-	assert_true(metric(&fx, "counter", "edgeserve_model_load_failures_total", mo, multi) == 1);
-	fx_free(&fx);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_model_version_state", mvs, failed3) == 1);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_model_version_state", mvs, avail3) == 0);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_model_version_state", mvs, avail2) == 1);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_model_load_failures_total", mo, multi) == 1);
+	es_test_server_free(&fx);
 }
 
 static void test_all_policy(void **state)
 {
 	fixture fx;
 	es_version_status st[8];
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
 	assert_int_equal(status_of(fx.srv, "multi", st, 8), 3);
 	assert_int_equal(st[0].version, 3);
 	assert_int_equal(st[0].state, ES_VS_FAILED);
@@ -376,10 +210,10 @@ static void test_all_policy(void **state)
 	assert_int_equal(st[2].state, ES_VS_AVAILABLE);
 	/* max limits what is filled, not what is counted */
 	assert_int_equal(status_of(fx.srv, "multi", st, 1), 3);
-	es_version *v = acquire(fx.srv, "multi", 1);
+	es_version *v = es_test_acquire(fx.srv, "multi", 1);
 	assert_int_equal(es_version_number(v), 1);
 	es_version_release(v);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_specific_policy(void **state)
@@ -388,9 +222,9 @@ static void test_specific_policy(void **state)
 	es_version_status st[8];
 	es_error err = { 0 };
 	static const int64_t want[] = { 1, 3, 7, 4 };
-	fx_init(&fx);
-	policy_specific(cfg_model(&fx.cfg, "multi", REPO "/multi", NULL), want, 4);
-	fx_start(&fx);
+	es_test_server_init(&fx, NULL);
+	es_test_policy_specific(es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL), want, 4);
+	es_test_server_start(&fx, NULL);
 	assert_int_equal(status_of(fx.srv, "multi", st, 8), 4);
 	assert_int_equal(st[0].version, 7);
 	assert_int_equal(st[0].state, ES_VS_FAILED);
@@ -409,7 +243,7 @@ static void test_specific_policy(void **state)
 	es_version_release(v);
 	assert_int_equal(es_servable_acquire(m, 2, &v, &err), ES_ENOTFOUND);
 	assert_int_equal(es_servable_acquire(m, 7, &v, &err), ES_EUNAVAILABLE);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_no_available_version(void **state)
@@ -417,11 +251,11 @@ static void test_no_available_version(void **state)
 	fixture fx;
 	es_version_status st[4];
 	es_error err = { 0 };
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL); /* latest 1: the corrupt 3 */
-	cfg_model(&fx.cfg, "ghost", REPO "/does-not-exist", NULL);
-	cfg_model(&fx.cfg, "slow", REPO "/slow", NULL);
-	fx_start(&fx); /* failures do not stop the server */
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL); /* latest 1: the corrupt 3 */
+	es_test_cfg_model(&fx.cfg, "ghost", REPO "/does-not-exist", NULL);
+	es_test_cfg_model(&fx.cfg, "slow", REPO "/slow", NULL);
+	es_test_server_start(&fx, NULL); /* failures do not stop the server */
 	assert_int_equal(status_of(fx.srv, "multi", st, 4), 1);
 	assert_int_equal(st[0].state, ES_VS_FAILED);
 	assert_int_equal(status_of(fx.srv, "ghost", st, 4), 0);
@@ -433,19 +267,19 @@ static void test_no_available_version(void **state)
 	assert_false(es_servable_ready(es_server_find_model(fx.srv, "multi"), 0));
 	assert_true(es_servable_ready(es_server_find_model(fx.srv, "slow"), 0));
 	assert_false(es_server_ready(fx.srv));
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static void test_invalid_config_rejected(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "a", REPO "/multi", "NPU9");
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "a", REPO "/multi", "NPU9");
 	assert_int_equal(es_server_create(&fx.cfg, fx.metrics, &fx.srv, &err), ES_EINVAL);
 	assert_non_null(strstr(err.msg, "NPU9"));
 	fx.srv = NULL;
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 /* ---- inference through the queue --------------------------------------------------------- */
@@ -454,20 +288,20 @@ static void test_examples_inference(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job j;
-	fx_init(&fx);
+	es_test_server_init(&fx, NULL);
 	assert_int_equal(es_config_scan_repository(EXAMPLES, &fx.cfg, &err), 0);
-	fx_start(&fx);
+	es_test_server_start(&fx, NULL);
 	assert_true(es_server_ready(fx.srv));
-	sync_init(&sy);
+	es_test_sync_init(&sy);
 
-	es_version *v = acquire(fx.srv, "classifier", 0);
+	es_version *v = es_test_acquire(fx.srv, "classifier", 0);
 	assert_int_equal(es_version_number(v), 2);
 	static const int64_t dims[] = { 1, 4 };
 	job_init(&j, &sy, v, 2, dims, 0.5f);
 	assert_int_equal(es_server_submit(fx.srv, &j.r, &err), 0);
-	wait_done(&sy, 1);
+	es_test_wait_done(&sy, 1);
 	assert_int_equal(j.status, 0);
 	assert_int_equal(j.n_outputs, 1);
 	assert_int_equal(j.out_ndim, 2);
@@ -509,27 +343,27 @@ static void test_examples_inference(void **state)
 		if (!strstr(b.data, families[i]))
 			fail_msg("'%s' missing from the exposition:\n%s", families[i], b.data);
 	es_buf_free(&b);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_versions_run_their_own_model(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job j1, j2;
 	static const int64_t dims[] = { 3, 2 };
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v1 = acquire(fx.srv, "multi", 1), *v2 = acquire(fx.srv, "multi", 2);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v1 = es_test_acquire(fx.srv, "multi", 1), *v2 = es_test_acquire(fx.srv, "multi", 2);
 	job_init(&j1, &sy, v1, 2, dims, 10.0f);
 	job_init(&j2, &sy, v2, 2, dims, 10.0f);
 	assert_int_equal(es_server_submit(fx.srv, &j1.r, &err), 0);
 	assert_int_equal(es_server_submit(fx.srv, &j2.r, &err), 0);
-	wait_done(&sy, 2);
+	es_test_wait_done(&sy, 2);
 	assert_int_equal(j1.status, 0);
 	assert_int_equal(j2.status, 0);
 	assert_float_equal(j1.out[5], 11.0, 0);
@@ -538,21 +372,21 @@ static void test_versions_run_their_own_model(void **state)
 	es_version_release(v2);
 	job_free(&j1);
 	job_free(&j2);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_submit_validates_inputs(void **state)
 {
 	fixture fx;
 	es_error err;
-	sync_t sy;
+	es_test_sync sy;
 	job j;
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "fixed", REPO "/fixed", NULL);
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "fixed", 0);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "fixed", REPO "/fixed", NULL);
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "fixed", 0);
 
 	/* inputs: a float [2,3], b int64 [3] */
 	float a[6] = { 0, 1, 2, 3, 4, 5 };
@@ -617,14 +451,14 @@ static void test_submit_validates_inputs(void **state)
 
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(es_server_submit(fx.srv, &j.r, &err), 0);
-	wait_done(&sy, 1);
+	es_test_wait_done(&sy, 1);
 	assert_int_equal(j.status, 0);
 	assert_int_equal(j.n_outputs, 2);
 	assert_float_equal(j.out[5], 6.0, 0);
 	es_version_release(v);
 	free(j.data[0]);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 #undef EXPECT_SUBMIT
 }
 
@@ -633,39 +467,14 @@ static void test_submit_validates_inputs(void **state)
 #define SLOW_BATCH 128
 #define N_CONCURRENT 8
 
-typedef struct submitter {
-	pthread_t thread;
-	pthread_barrier_t *barrier;
-	es_server *srv;
-	job *j;
-	int rc;
-} submitter;
-
-static void *submit_main(void *arg)
-{
-	submitter *sub = arg;
-	es_error err = { 0 };
-	pthread_barrier_wait(sub->barrier);
-	sub->rc = es_server_submit(sub->srv, &sub->j->r, &err);
-	return NULL;
-}
-
 /* Submits n jobs from n threads released together. */
 static void submit_concurrently(es_server *srv, job *jobs, int n)
 {
-	pthread_barrier_t barrier;
-	submitter subs[N_CONCURRENT];
+	es_request *reqs[N_CONCURRENT];
 	assert_true(n <= N_CONCURRENT);
-	pthread_barrier_init(&barrier, NULL, (unsigned)n);
-	for (int i = 0; i < n; i++) {
-		subs[i] = (submitter){ .barrier = &barrier, .srv = srv, .j = &jobs[i] };
-		assert_int_equal(pthread_create(&subs[i].thread, NULL, submit_main, &subs[i]), 0);
-	}
-	for (int i = 0; i < n; i++) {
-		pthread_join(subs[i].thread, NULL);
-		assert_int_equal(subs[i].rc, 0);
-	}
-	pthread_barrier_destroy(&barrier);
+	for (int i = 0; i < n; i++)
+		reqs[i] = &jobs[i].r;
+	es_test_submit_concurrently(srv, reqs, n);
 }
 
 static int cmp_enqueue(const void *a, const void *b)
@@ -677,22 +486,22 @@ static int cmp_enqueue(const void *a, const void *b)
 static void test_sequential_device_never_overlaps(void **state)
 {
 	fixture fx;
-	sync_t sy;
+	es_test_sync sy;
 	job jobs[N_CONCURRENT];
 	job *order[N_CONCURRENT];
 	static const int64_t dims[] = { SLOW_BATCH, 256 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "NPU0", 1, 64);
-	cfg_model(&fx.cfg, "slow", REPO "/slow", "NPU0");
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "slow", 0);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "NPU0", "cpu", 1, 64);
+	es_test_cfg_model(&fx.cfg, "slow", REPO "/slow", "NPU0");
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "slow", 0);
 	for (int i = 0; i < N_CONCURRENT; i++) {
 		job_init(&jobs[i], &sy, v, 2, dims, 1.0f);
 		order[i] = &jobs[i];
 	}
 	submit_concurrently(fx.srv, jobs, N_CONCURRENT);
-	wait_done(&sy, N_CONCURRENT);
+	es_test_wait_done(&sy, N_CONCURRENT);
 
 	qsort(order, N_CONCURRENT, sizeof(order[0]), cmp_enqueue);
 	for (int i = 0; i < N_CONCURRENT; i++) {
@@ -727,22 +536,22 @@ static void test_sequential_device_never_overlaps(void **state)
 	es_version_release(v);
 	for (int i = 0; i < N_CONCURRENT; i++)
 		job_free(&jobs[i]);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_two_streams_run_in_parallel(void **state)
 {
 	fixture fx;
-	sync_t sy;
+	es_test_sync sy;
 	job jobs[2];
 	static const int64_t dims[] = { SLOW_BATCH, 256 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "DUAL", 2, 64);
-	cfg_model(&fx.cfg, "slow", REPO "/slow", "DUAL");
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "slow", 0);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "DUAL", "cpu", 2, 64);
+	es_test_cfg_model(&fx.cfg, "slow", REPO "/slow", "DUAL");
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "slow", 0);
 	for (int i = 0; i < 2; i++) {
 		job_init(&jobs[i], &sy, v, 2, dims, 1.0f);
 		/* each completion waits until the other request is in the
@@ -750,7 +559,7 @@ static void test_two_streams_run_in_parallel(void **state)
 		jobs[i].rendezvous = true;
 	}
 	submit_concurrently(fx.srv, jobs, 2);
-	wait_done(&sy, 2);
+	es_test_wait_done(&sy, 2);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(jobs[i].status, 0);
 		assert_true(jobs[i].met);
@@ -761,30 +570,30 @@ static void test_two_streams_run_in_parallel(void **state)
 	es_version_release(v);
 	for (int i = 0; i < 2; i++)
 		job_free(&jobs[i]);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_queue_full_rejects_at_once(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job jobs[4];
 	static const int64_t dims[] = { 1, 2 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "NPU0", 1, 2);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "multi", 0);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "NPU0", "cpu", 1, 2);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "multi", 0);
 	for (int i = 0; i < 4; i++)
 		job_init(&jobs[i], &sy, v, 2, dims, (float)i);
 	jobs[0].block = true;
 
 	/* the only stream is held by job 0, the queue takes two more */
 	assert_int_equal(es_server_submit(fx.srv, &jobs[0].r, &err), 0);
-	wait_blocked(&sy, 1);
+	es_test_wait_blocked(&sy, 1);
 	assert_int_equal(es_server_submit(fx.srv, &jobs[1].r, &err), 0);
 	assert_int_equal(es_server_submit(fx.srv, &jobs[2].r, &err), 0);
 	es_device_status ds;
@@ -798,46 +607,46 @@ static void test_queue_full_rejects_at_once(void **state)
 
 	static const char *const dev[] = { "device", NULL };
 	const char *npu[] = { "NPU0", NULL };
-	assert_true(metric(&fx, "counter", "edgeserve_queue_rejections_total", dev, npu) == 1);
-	assert_true(metric(&fx, "gauge", "edgeserve_queue_size", dev, npu) == 2);
-	assert_true(metric(&fx, "gauge", "edgeserve_device_active_requests", dev, npu) == 1);
-	assert_true(metric(&fx, "gauge", "edgeserve_queue_capacity", dev, npu) == 2);
-	assert_true(metric(&fx, "gauge", "edgeserve_device_streams", dev, npu) == 1);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_queue_rejections_total", dev, npu) == 1);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_queue_size", dev, npu) == 2);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_device_active_requests", dev, npu) == 1);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_queue_capacity", dev, npu) == 2);
+	assert_true(es_test_metric(&fx, "gauge", "edgeserve_device_streams", dev, npu) == 1);
 
-	open_gate(&sy);
-	wait_done(&sy, 3);
+	es_test_open_gate(&sy);
+	es_test_wait_done(&sy, 3);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(jobs[i].status, 0);
 	assert_false(jobs[3].done);
 	/* room again */
 	assert_int_equal(es_server_submit(fx.srv, &jobs[3].r, &err), 0);
-	wait_done(&sy, 4);
+	es_test_wait_done(&sy, 4);
 	assert_int_equal(jobs[3].status, 0);
 	assert_float_equal(jobs[3].out[0], 3.0 + 2.0, 0);
 
 	es_version_release(v);
 	for (int i = 0; i < 4; i++)
 		job_free(&jobs[i]);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_past_deadline_never_runs(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job j;
 	static const int64_t dims[] = { 1, 2 };
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "multi", 1);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "multi", 1);
 	job_init(&j, &sy, v, 2, dims, 1.0f);
 	j.r.deadline_ns = es_now_ns() - 1;
 	assert_int_equal(es_server_submit(fx.srv, &j.r, &err), 0);
-	wait_done(&sy, 1);
+	es_test_wait_done(&sy, 1);
 	assert_int_equal(j.status, ES_ETIMEDOUT);
 	assert_int_equal(j.t_start, 0);
 	assert_int_equal(j.t_end, 0);
@@ -846,40 +655,40 @@ static void test_past_deadline_never_runs(void **state)
 
 	static const char *const md[] = { "model", "device", NULL };
 	const char *vals[] = { "multi", "CPU", NULL };
-	assert_true(metric(&fx, "counter", "edgeserve_deadline_exceeded_total", md, vals) == 1);
+	assert_true(es_test_metric(&fx, "counter", "edgeserve_deadline_exceeded_total", md, vals) == 1);
 	es_version_release(v);
 	job_free(&j);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_reaper_answers_at_the_deadline(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job hold, late, fine;
 	static const int64_t dims[] = { 1, 2 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "NPU0", 1, 8);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "multi", 2);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "NPU0", "cpu", 1, 8);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "multi", 2);
 	job_init(&hold, &sy, v, 2, dims, 0);
 	job_init(&late, &sy, v, 2, dims, 0);
 	job_init(&fine, &sy, v, 2, dims, 0);
 	hold.block = true;
 	assert_int_equal(es_server_submit(fx.srv, &hold.r, &err), 0);
-	wait_blocked(&sy, 1);
+	es_test_wait_blocked(&sy, 1);
 
 	/* the stream stays busy; `late` must still hear back at its deadline */
 	uint64_t deadline = es_now_ns() + 30 * 1000000ull;
 	late.r.deadline_ns = deadline;
-	fine.r.deadline_ns = es_now_ns() + WAIT_LIMIT_NS * 2;
+	fine.r.deadline_ns = es_now_ns() + ES_TEST_WAIT_LIMIT_NS * 2;
 	assert_int_equal(es_server_submit(fx.srv, &late.r, &err), 0);
 	assert_int_equal(es_server_submit(fx.srv, &fine.r, &err), 0);
-	wait_done(&sy, 1);
+	es_test_wait_done(&sy, 1);
 	assert_true(late.done);
 	assert_false(hold.done);
 	assert_false(fine.done);
@@ -890,8 +699,8 @@ static void test_reaper_answers_at_the_deadline(void **state)
 	es_server_devices(fx.srv, &ds, 1);
 	assert_int_equal(ds.queue_size, 1); /* `fine` still waits its turn */
 
-	open_gate(&sy);
-	wait_done(&sy, 3);
+	es_test_open_gate(&sy);
+	es_test_wait_done(&sy, 3);
 	assert_int_equal(hold.status, 0);
 	assert_int_equal(fine.status, 0);
 	assert_true(fine.t_start > 0);
@@ -899,51 +708,37 @@ static void test_reaper_answers_at_the_deadline(void **state)
 	job_free(&hold);
 	job_free(&late);
 	job_free(&fine);
-	sync_destroy(&sy);
-	fx_free(&fx);
-}
-
-typedef struct drainer {
-	pthread_t thread;
-	es_server *srv;
-	int64_t timeout_ms;
-	size_t cancelled;
-} drainer;
-
-static void *drain_main(void *arg)
-{
-	drainer *d = arg;
-	d->cancelled = es_server_drain(d->srv, d->timeout_ms);
-	return NULL;
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_drain_finishes_running_cancels_queued(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job jobs[3], after;
 	static const int64_t dims[] = { 1, 2 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "NPU0", 1, 8);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "multi", 1);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "NPU0", "cpu", 1, 8);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", "NPU0")->policy.kind = ES_POLICY_ALL;
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "multi", 1);
 	for (int i = 0; i < 3; i++)
 		job_init(&jobs[i], &sy, v, 2, dims, 1.0f);
 	job_init(&after, &sy, v, 2, dims, 1.0f);
 	jobs[0].block = true;
 	assert_int_equal(es_server_submit(fx.srv, &jobs[0].r, &err), 0);
-	wait_blocked(&sy, 1);
+	es_test_wait_blocked(&sy, 1);
 	assert_int_equal(es_server_submit(fx.srv, &jobs[1].r, &err), 0);
 	assert_int_equal(es_server_submit(fx.srv, &jobs[2].r, &err), 0);
 
 	/* the running request outlives the drain timeout: the queued ones are
 	 * cancelled, then drain waits for the running one */
-	drainer d = { .srv = fx.srv, .timeout_ms = 20 };
-	assert_int_equal(pthread_create(&d.thread, NULL, drain_main, &d), 0);
-	wait_done(&sy, 2);
+	es_test_drainer d;
+	es_test_drain_start(&d, fx.srv, 20);
+	es_test_wait_done(&sy, 2);
 	assert_int_equal(jobs[1].status, ES_ECANCELED);
 	assert_int_equal(jobs[2].status, ES_ECANCELED);
 	assert_int_equal(jobs[1].t_start, 0);
@@ -952,8 +747,8 @@ static void test_drain_finishes_running_cancels_queued(void **state)
 	assert_false(es_server_ready(fx.srv));
 	assert_int_equal(es_server_submit(fx.srv, &after.r, &err), ES_ECANCELED);
 
-	open_gate(&sy);
-	pthread_join(d.thread, NULL);
+	es_test_open_gate(&sy);
+	es_test_drain_join(&d);
 	/* drain returned only after the in-flight request completed */
 	assert_true(jobs[0].done);
 	assert_int_equal(jobs[0].status, 0);
@@ -965,23 +760,23 @@ static void test_drain_finishes_running_cancels_queued(void **state)
 	for (int i = 0; i < 3; i++)
 		job_free(&jobs[i]);
 	job_free(&after);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_drain_lets_queue_finish(void **state)
 {
 	fixture fx;
 	es_error err = { 0 };
-	sync_t sy;
+	es_test_sync sy;
 	job jobs[6];
 	static const int64_t dims[] = { SLOW_BATCH, 256 };
-	fx_init(&fx);
-	cfg_device(&fx.cfg, "NPU0", 1, 8);
-	cfg_model(&fx.cfg, "slow", REPO "/slow", "NPU0");
-	fx_start(&fx);
-	sync_init(&sy);
-	es_version *v = acquire(fx.srv, "slow", 0);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_device(&fx.cfg, "NPU0", "cpu", 1, 8);
+	es_test_cfg_model(&fx.cfg, "slow", REPO "/slow", "NPU0");
+	es_test_server_start(&fx, NULL);
+	es_test_sync_init(&sy);
+	es_version *v = es_test_acquire(fx.srv, "slow", 0);
 	for (int i = 0; i < 6; i++) {
 		job_init(&jobs[i], &sy, v, 2, dims, 1.0f);
 		assert_int_equal(es_server_submit(fx.srv, &jobs[i].r, &err), 0);
@@ -996,8 +791,8 @@ static void test_drain_lets_queue_finish(void **state)
 	es_version_release(v);
 	for (int i = 0; i < 6; i++)
 		job_free(&jobs[i]);
-	sync_destroy(&sy);
-	fx_free(&fx);
+	es_test_sync_destroy(&sy);
+	es_test_server_free(&fx);
 }
 
 static void test_load_errors_name_no_host_path(void **state)
@@ -1051,9 +846,9 @@ static void *churn_reader(void *arg)
 static void test_version_table_swaps_under_readers(void **state)
 {
 	fixture fx;
-	fx_init(&fx);
-	cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.num_versions = 2;
-	fx_start(&fx);
+	es_test_server_init(&fx, NULL);
+	es_test_cfg_model(&fx.cfg, "multi", REPO "/multi", NULL)->policy.num_versions = 2;
+	es_test_server_start(&fx, NULL);
 	es_servable *m = es_server_find_model(fx.srv, "multi");
 	churn c = { .m = m };
 	atomic_init(&c.stop, false);
@@ -1077,7 +872,7 @@ static void test_version_table_swaps_under_readers(void **state)
 	assert_true(atomic_load(&c.acquired) > 0);
 	assert_int_equal(es_servable_status(m, st, 4), 2);
 	assert_int_equal(st[1].state, ES_VS_AVAILABLE);
-	fx_free(&fx);
+	es_test_server_free(&fx);
 }
 
 static int quiet(void **state)

@@ -11,8 +11,6 @@
 #include <cmocka.h>
 
 #include <cJSON.h>
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -30,54 +28,10 @@
 #include "obs/metrics.h"
 #include "serving/serving.h"
 #include "serving/serving_int.h"
-
-#define SRC ES_TEST_DATA_DIR "/serving/repo/multi"
-/* Upper bound of every wait: reaching it is a failure. */
-#define WAIT_LIMIT_NS (20ull * 1000000000ull)
+#include "support/faulty_backend.h"
+#include "support/serving_fixture.h"
 
 /* ---- files -------------------------------------------------------------------------- */
-
-static void copy_file(const char *from, const char *to)
-{
-	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-	assert_non_null(in);
-	assert_non_null(out);
-	char buf[65536];
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-		assert_int_equal(fwrite(buf, 1, n, out), n);
-	fclose(in);
-	assert_int_equal(fclose(out), 0);
-}
-
-static void rm_rf(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d) {
-		for (struct dirent *e; (e = readdir(d));) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			char sub[4096];
-			snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-		rmdir(path);
-	} else {
-		unlink(path);
-	}
-}
-
-/* Version v of the model in base is the model y = x + src (1 or 2). */
-static void publish(const char *base, int v, int src)
-{
-	char dir[1024], from[1024], to[1100];
-	snprintf(dir, sizeof(dir), "%s/%d", base, v);
-	assert_int_equal(mkdir(dir, 0755), 0);
-	snprintf(from, sizeof(from), SRC "/%d/model.onnx", src);
-	snprintf(to, sizeof(to), "%s/model.onnx", dir);
-	copy_file(from, to);
-}
 
 /* The whole file as a NUL-ended string (caller frees). */
 static char *read_all(const char *path)
@@ -143,86 +97,53 @@ static const char *str_field(const cJSON *o, const char *key)
 /* ---- fixture -------------------------------------------------------------------------- */
 
 typedef struct fixture {
-	char tmp[256];
-	char base[300];
+	es_test_server s; /* s.tmp holds the repository and the log */
+	char base[300];   /* the repository of model "m" */
 	char log_path[300];
-	es_server_config cfg;
-	es_metrics *metrics;
-	es_server *srv;
-	es_servable *m;
 } fixture;
 
 /*
  * A server with one sequential device and model "m" holding versions 1
  * (y = x + 1) and 2 (y = x + shadow_src), shadow version 2, the divergence
- * log in the fixture's directory. Change fx->cfg before fx_start.
+ * log in the fixture's directory. Change fx->s.cfg before fx_start.
  */
 static void fx_init(fixture *fx, int shadow_src)
 {
 	memset(fx, 0, sizeof(*fx));
-	snprintf(fx->tmp, sizeof(fx->tmp), "/tmp/es_shadow_XXXXXX");
-	assert_non_null(mkdtemp(fx->tmp));
-	snprintf(fx->base, sizeof(fx->base), "%s/m", fx->tmp);
-	snprintf(fx->log_path, sizeof(fx->log_path), "%s/divergence.jsonl", fx->tmp);
+	es_test_server_init(&fx->s, "es_shadow");
+	snprintf(fx->base, sizeof(fx->base), "%s/m", fx->s.tmp);
+	snprintf(fx->log_path, sizeof(fx->log_path), "%s/divergence.jsonl", fx->s.tmp);
 	assert_int_equal(mkdir(fx->base, 0755), 0);
-	publish(fx->base, 1, 1);
-	publish(fx->base, 2, shadow_src);
+	es_test_publish(fx->base, 1, 1);
+	es_test_publish(fx->base, 2, shadow_src);
 
-	es_config_defaults(&fx->cfg);
-	fx->cfg.poll_wait_s = 0;
-	fx->cfg.default_warmup = 0;
-	fx->cfg.divergence_log = strdup(fx->log_path);
-	fx->cfg.divergence_log_per_s = 1000;
-	es_device_config *d = &fx->cfg.devices[0];
+	es_server_config *cfg = &fx->s.cfg;
+	cfg->divergence_log = strdup(fx->log_path);
+	cfg->divergence_log_per_s = 1000;
+	es_device_config *d = &cfg->devices[0];
 	d->streams = 1;
 	d->threads_per_stream = 1;
 	d->max_queue_size = 64;
-	fx->cfg.models = calloc(1, sizeof(*fx->cfg.models));
-	assert_non_null(fx->cfg.models);
-	fx->cfg.n_models = 1;
-	es_model_config *mc = &fx->cfg.models[0];
-	mc->name = strdup("m");
-	mc->base_path = strdup(fx->base);
+	es_model_config *mc = es_test_cfg_driven_model(cfg, fx->base);
 	mc->policy.kind = ES_POLICY_ALL;
-	mc->warmup = -1;
 	mc->shadow.enabled = true;
 	mc->shadow.version = 2;
 	mc->shadow.fraction_bp = 10000;
 	mc->shadow.queue_size = 64;
 	mc->shadow.atol = 1e-4;
 	mc->shadow.rtol = 1e-3;
-	fx->metrics = es_metrics_new();
-	assert_non_null(fx->metrics);
 }
 
 static void fx_start(fixture *fx)
 {
-	es_error err = { 0 };
-	int rc = es_server_create(&fx->cfg, fx->metrics, &fx->srv, &err);
-	if (rc)
-		fail_msg("es_server_create: %d %s", rc, err.msg);
-	fx->m = es_server_find_model(fx->srv, "m");
-	assert_non_null(fx->m);
-	assert_true(es_servable_ready(fx->m, 1));
-	assert_true(es_servable_ready(fx->m, 2));
-}
-
-static void fx_free(fixture *fx)
-{
-	es_server_destroy(fx->srv);
-	es_config_free(&fx->cfg);
-	es_metrics_free(fx->metrics);
-	rm_rf(fx->tmp);
+	es_test_server_start(&fx->s, "m");
+	assert_true(es_servable_ready(fx->s.m, 1));
+	assert_true(es_servable_ready(fx->s.m, 2));
 }
 
 static es_version *acquire(fixture *fx, int64_t number)
 {
-	es_version *v = NULL;
-	es_error err = { 0 };
-	int rc = es_servable_acquire(fx->m, number, &v, &err);
-	if (rc)
-		fail_msg("acquire %lld: %s", (long long)number, err.msg);
-	return v;
+	return es_test_acquire(fx->s.srv, "m", number);
 }
 
 /* ---- metrics -------------------------------------------------------------------------- */
@@ -230,9 +151,7 @@ static es_version *acquire(fixture *fx, int64_t number)
 static double counter(fixture *fx, const char *name, const char *const *labels,
 		      const char *const *values)
 {
-	es_metric *f = es_metrics_counter(fx->metrics, name, "lookup", labels);
-	assert_non_null(f);
-	return es_metric_value(es_metric_get(f, values));
+	return es_test_metric(&fx->s, "counter", name, labels, values);
 }
 
 static double shadow_requests(fixture *fx, const char *result)
@@ -271,7 +190,7 @@ static double suppressed(fixture *fx)
 static double exposition_value(fixture *fx, const char *series)
 {
 	es_buf b = ES_BUF_INIT;
-	assert_int_equal(es_metrics_render(fx->metrics, &b), 0);
+	assert_int_equal(es_metrics_render(fx->s.metrics, &b), 0);
 	char want[512];
 	snprintf(want, sizeof(want), "\n%s ", series);
 	const char *p = strstr(b.data, want);
@@ -285,7 +204,7 @@ static double exposition_value(fixture *fx, const char *series)
 /* Waits until `finished` shadow runs have a result. */
 static void wait_results(fixture *fx, double finished)
 {
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
+	uint64_t until = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
 	while (shadow_total(fx) < finished) {
 		if (es_now_ns() > until)
 			fail_msg("only %.0f of %.0f shadow runs finished", shadow_total(fx),
@@ -322,7 +241,7 @@ static void offer(fixture *fx, const char *id, float *x, int64_t rows,
 	r.n_inputs = 1;
 	r.arm = ES_ARM_DEFAULT;
 	r.id = id;
-	es_shadow_offer(fx->srv, &r, primary, n);
+	es_shadow_offer(fx->s.srv, &r, primary, n);
 	assert_null(r.shadow);
 	es_version_release(r.version);
 }
@@ -365,7 +284,7 @@ static void test_identical_versions_never_diverge(void **state)
 	/* nothing logged */
 	cJSON *lines[1];
 	assert_int_equal(read_lines(fx.log_path, lines, 1), 0);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_shifted_version_diverges_and_is_logged(void **state)
@@ -408,15 +327,15 @@ static void test_shifted_version_diverges_and_is_logged(void **state)
 	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(l, "top1_agree")));
 	assert_null(cJSON_GetObjectItemCaseSensitive(l, "suppressed"));
 	free_lines(lines, 1);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_tolerance_is_respected(void **state)
 {
 	fixture fx;
 	fx_init(&fx, 2);
-	fx.cfg.models[0].shadow.atol = 1.5; /* the shift (1) is inside */
-	fx.cfg.models[0].shadow.rtol = 0;
+	fx.s.cfg.models[0].shadow.atol = 1.5; /* the shift (1) is inside */
+	fx.s.cfg.models[0].shadow.rtol = 0;
 	fx_start(&fx);
 	offer_shifted(&fx, "inside", X, 1.0f);
 	wait_results(&fx, 1);
@@ -434,15 +353,15 @@ static void test_tolerance_is_respected(void **state)
 	assert_float_equal(num_field(lines[0], "max_abs_error"), 2.0, 1e-6);
 	assert_float_equal(num_field(lines[0], "atol"), 1.5, 1e-12);
 	free_lines(lines, 1);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_relative_tolerance(void **state)
 {
 	fixture fx;
 	fx_init(&fx, 2);
-	fx.cfg.models[0].shadow.atol = 0;
-	fx.cfg.models[0].shadow.rtol = 0.1; /* 1 off is within 10 % of >= 10 */
+	fx.s.cfg.models[0].shadow.atol = 0;
+	fx.s.cfg.models[0].shadow.rtol = 0.1; /* 1 off is within 10 % of >= 10 */
 	fx_start(&fx);
 	static const float big[4] = { 20, 30, 40, 50 }, small[4] = { 1, 2, 3, 4 };
 	offer_shifted(&fx, "big", big, 1.0f);
@@ -451,14 +370,14 @@ static void test_relative_tolerance(void **state)
 	offer_shifted(&fx, "small", small, 1.0f);
 	wait_results(&fx, 2);
 	assert_true(shadow_requests(&fx, "diverged") == 1);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_top1_disagreement_counted_apart(void **state)
 {
 	fixture fx;
 	fx_init(&fx, 2);
-	fx.cfg.models[0].shadow.atol = 10; /* values always within */
+	fx.s.cfg.models[0].shadow.atol = 10; /* values always within */
 	fx_start(&fx);
 	/* shadow: rows [2.5, 0.75] (argmax 0) and [5, 6] (argmax 1) */
 	float x[4] = { 0.5f, -1.25f, 3.0f, 4.0f };
@@ -478,7 +397,7 @@ static void test_top1_disagreement_counted_apart(void **state)
 	assert_true(top1_disagreements(&fx) == 1);
 	cJSON *lines[1];
 	assert_int_equal(read_lines(fx.log_path, lines, 1), 0);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_nan_dtype_shape_and_count(void **state)
@@ -543,17 +462,15 @@ static void test_nan_dtype_shape_and_count(void **state)
 	assert_string_equal(str_field(lines[3], "reason"), "count");
 	assert_string_equal(str_field(lines[3], "output"), "y");
 	free_lines(lines, n);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 /* ---- drops ---------------------------------------------------------------------------------------- */
 
+/* The primary requests' completions: the blocking one holds the device's
+ * only stream at the gate. */
 typedef struct gate {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool inside; /* the blocking request is in its completion */
-	bool open;
-	int done;
+	es_test_sync sy;
 	int status[2];
 	float y0[2];
 } gate;
@@ -567,62 +484,19 @@ typedef struct primary_req {
 	float x[2];
 } primary_req;
 
-static void gate_init(gate *g)
-{
-	memset(g, 0, sizeof(*g));
-	pthread_mutex_init(&g->mu, NULL);
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* es_now_ns's clock */
-	pthread_cond_init(&g->cv, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static void gate_destroy(gate *g)
-{
-	pthread_cond_destroy(&g->cv);
-	pthread_mutex_destroy(&g->mu);
-}
-
-static void gate_wait(gate *g, bool *flag)
-{
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
-	while (!*flag) {
-		struct timespec ts = { (time_t)(until / 1000000000ull),
-				       (long)(until % 1000000000ull) };
-		if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT &&
-		    es_now_ns() >= until)
-			break;
-	}
-}
-
-/* Waits (holding g->mu) until n requests completed or the limit passed. */
-static void gate_wait_done(gate *g, int n)
-{
-	uint64_t until = es_now_ns() + WAIT_LIMIT_NS;
-	struct timespec ts = { (time_t)(until / 1000000000ull), (long)(until % 1000000000ull) };
-	while (g->done < n)
-		if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT)
-			break;
-}
-
 static void primary_complete(es_request *r, const es_tensor *outputs, size_t n)
 {
 	primary_req *p = r->user;
 	gate *g = p->g;
-	pthread_mutex_lock(&g->mu);
+	uint64_t until = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
+	pthread_mutex_lock(&g->sy.mu);
 	p->g->status[p->index] = r->status;
 	if (r->status == 0 && n == 1)
 		memcpy(g->y0, outputs[0].data, sizeof(g->y0));
-	if (p->block) {
-		/* hold the device's only stream until the test opens the gate */
-		g->inside = true;
-		pthread_cond_broadcast(&g->cv);
-		gate_wait(g, &g->open);
-	}
-	g->done++;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
+	if (p->block) /* hold the device's only stream until the test opens the gate */
+		es_test_hold_at_gate(&g->sy, until);
+	es_test_sync_finish(&g->sy);
+	pthread_mutex_unlock(&g->sy.mu);
 }
 
 static void primary_submit(fixture *fx, primary_req *p, gate *g, int index, bool block)
@@ -642,9 +516,17 @@ static void primary_submit(fixture *fx, primary_req *p, gate *g, int index, bool
 	p->r.user = p;
 	p->r.id = "primary";
 	es_error err = { 0 };
-	int rc = es_server_submit(fx->srv, &p->r, &err);
+	int rc = es_server_submit(fx->s.srv, &p->r, &err);
 	if (rc)
 		fail_msg("submit: %s", err.msg);
+}
+
+/* Device requests running now (the held stream and the idle worker's run). */
+static int device_active(fixture *fx)
+{
+	es_device_status ds[1];
+	assert_int_equal(es_server_devices(fx->s.srv, ds, 1), 1);
+	return ds[0].active;
 }
 
 static void test_full_low_queue_drops_and_primary_unaffected(void **state)
@@ -653,45 +535,64 @@ static void test_full_low_queue_drops_and_primary_unaffected(void **state)
 	gate g;
 	primary_req blocker, next;
 	fx_init(&fx, 2);
-	fx.cfg.models[0].shadow.queue_size = 1;
+	/* shadow runs (version 2) take 300 ms on the fault-injecting backend,
+	 * so that the idle worker is still busy while the queue fills */
+	char ctl[600];
+	snprintf(ctl, sizeof(ctl), "%s/faults.json", fx.s.tmp);
+	FILE *f = fopen(ctl, "w");
+	assert_non_null(f);
+	fputs("{\"rules\": [{\"model\": \"m\", \"version\": 2, \"latency_ms\": 300}]}\n", f);
+	assert_int_equal(fclose(f), 0);
+	es_device_config *d = &fx.s.cfg.devices[0];
+	free(d->backend);
+	d->backend = strdup("faulty");
+	d->fault_control = strdup(ctl);
+	fx.s.cfg.models[0].shadow.queue_size = 1;
 	fx_start(&fx);
-	gate_init(&g);
+	es_test_sync_init(&g.sy);
 
 	/* the only stream is busy until the gate opens */
 	primary_submit(&fx, &blocker, &g, 0, true);
-	pthread_mutex_lock(&g.mu);
-	gate_wait(&g, &g.inside);
-	assert_true(g.inside);
-	pthread_mutex_unlock(&g.mu);
+	es_test_wait_blocked(&g.sy, 1);
 
-	/* one shadow run fits the queue, the next two are dropped at once,
-	 * and a normal request still queues */
+	/* the first shadow run starts on the idle worker at once, stream or
+	 * not ... */
+	offer_shifted(&fx, "mirror", X, 1.0f);
+	uint64_t until = es_now_ns() + ES_TEST_WAIT_LIMIT_NS;
+	while (device_active(&fx) < 2) {
+		if (es_now_ns() > until)
+			fail_msg("the shadow run did not start while the stream was held");
+		sched_yield();
+	}
+	/* ... the next one fits the queue, the two after it are dropped at
+	 * once, and a normal request still queues */
 	uint64_t t0 = es_now_ns();
 	for (int i = 0; i < 3; i++)
 		offer_shifted(&fx, "mirror", X, 1.0f);
 	assert_true(shadow_requests(&fx, "dropped") == 2);
 	primary_submit(&fx, &next, &g, 1, false);
 	/* offers never wait for the device (it is still held) */
-	assert_true(es_now_ns() - t0 < WAIT_LIMIT_NS);
-	pthread_mutex_lock(&g.mu);
-	assert_int_equal(g.done, 0);
-	g.open = true;
-	pthread_cond_broadcast(&g.cv);
-	gate_wait_done(&g, 2);
-	assert_int_equal(g.done, 2);
+	assert_true(es_now_ns() - t0 < ES_TEST_WAIT_LIMIT_NS);
+	pthread_mutex_lock(&g.sy.mu);
+	assert_int_equal(g.sy.done, 0);
+	pthread_mutex_unlock(&g.sy.mu);
+	es_test_open_gate(&g.sy);
+	es_test_wait_done(&g.sy, 2);
+	pthread_mutex_lock(&g.sy.mu);
+	assert_int_equal(g.sy.done, 2);
 	assert_int_equal(g.status[0], 0);
 	assert_int_equal(g.status[1], 0);
 	assert_float_equal(g.y0[0], 2.0, 1e-6); /* x + 1 */
 	assert_float_equal(g.y0[1], 3.0, 1e-6);
-	pthread_mutex_unlock(&g.mu);
+	pthread_mutex_unlock(&g.sy.mu);
 
-	wait_results(&fx, 3);
-	assert_true(shadow_requests(&fx, "diverged") == 1); /* the queued one ran */
+	wait_results(&fx, 4);
+	assert_true(shadow_requests(&fx, "diverged") == 2); /* the running and the queued one */
 	assert_true(shadow_requests(&fx, "dropped") == 2);
 	es_version_release(blocker.r.version);
 	es_version_release(next.r.version);
-	fx_free(&fx);
-	gate_destroy(&g);
+	es_test_server_free(&fx.s);
+	es_test_sync_destroy(&g.sy);
 }
 
 /* ---- the log ---------------------------------------------------------------------------------------- */
@@ -701,7 +602,7 @@ static void test_rate_limit_suppresses_and_counts(void **state)
 	fixture fx;
 	enum { BURST = 8 };
 	fx_init(&fx, 2);
-	fx.cfg.divergence_log_per_s = 1;
+	fx.s.cfg.divergence_log_per_s = 1;
 	fx_start(&fx);
 	uint64_t t0 = es_now_ns();
 	for (int i = 0; i < BURST; i++)
@@ -738,7 +639,7 @@ static void test_rate_limit_suppresses_and_counts(void **state)
 	assert_true(suppressed(&fx) >= 1);
 	assert_true(reported == suppressed(&fx));
 	free_lines(lines, n2);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_server_log_without_divergence_log(void **state)
@@ -746,10 +647,10 @@ static void test_server_log_without_divergence_log(void **state)
 	fixture fx;
 	char path[400];
 	fx_init(&fx, 2);
-	free(fx.cfg.divergence_log);
-	fx.cfg.divergence_log = NULL;
+	free(fx.s.cfg.divergence_log);
+	fx.s.cfg.divergence_log = NULL;
 	fx_start(&fx);
-	snprintf(path, sizeof(path), "%s/server.log", fx.tmp);
+	snprintf(path, sizeof(path), "%s/server.log", fx.s.tmp);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_true(fd >= 0);
 	es_log_set_fd(fd);
@@ -771,23 +672,23 @@ static void test_server_log_without_divergence_log(void **state)
 	assert_float_equal(num_field(hit, "primary_value"), -0.25, 1e-6);
 	assert_float_equal(num_field(hit, "shadow_value"), 0.75, 1e-6);
 	free_lines(lines, n < 16 ? n : 16);
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 static void test_unopenable_divergence_log_fails_create(void **state)
 {
 	fixture fx;
 	fx_init(&fx, 1);
-	free(fx.cfg.divergence_log);
-	fx.cfg.divergence_log = strdup("/nonexistent-es-dir/divergence.jsonl");
+	free(fx.s.cfg.divergence_log);
+	fx.s.cfg.divergence_log = strdup("/nonexistent-es-dir/divergence.jsonl");
 	es_error err = { 0 };
 	es_server *srv = NULL;
-	int rc = es_server_create(&fx.cfg, fx.metrics, &srv, &err);
+	int rc = es_server_create(&fx.s.cfg, fx.s.metrics, &srv, &err);
 	assert_int_not_equal(rc, 0);
 	assert_null(srv);
 	assert_non_null(strstr(err.msg, "divergence_log"));
 	assert_non_null(strstr(err.msg, "cannot open"));
-	fx_free(&fx);
+	es_test_server_free(&fx.s);
 }
 
 /* ---- through the scheduler ------------------------------------------------------------------------- */
@@ -799,7 +700,7 @@ static void test_sampled_request_is_mirrored_by_the_worker(void **state)
 	primary_req p;
 	fx_init(&fx, 2);
 	fx_start(&fx);
-	gate_init(&g);
+	es_test_sync_init(&g.sy);
 
 	/* every request sampled (fraction 10000): routed with its shadow */
 	es_route_in in = { 0 };
@@ -808,7 +709,7 @@ static void test_sampled_request_is_mirrored_by_the_worker(void **state)
 	/* version 1 pinned: the default would be the highest, the shadow
 	 * version itself, which is never mirrored onto itself */
 	in.version = 1;
-	int rc = es_servable_route(fx.m, &in, &out, &err);
+	int rc = es_servable_route(fx.s.m, &in, &out, &err);
 	if (rc)
 		fail_msg("route: %s", err.msg);
 	assert_int_equal(es_version_number(out.version), 1);
@@ -829,16 +730,16 @@ static void test_sampled_request_is_mirrored_by_the_worker(void **state)
 	p.r.complete = primary_complete;
 	p.r.user = &p;
 	p.r.id = "routed";
-	rc = es_server_submit(fx.srv, &p.r, &err);
+	rc = es_server_submit(fx.s.srv, &p.r, &err);
 	if (rc)
 		fail_msg("submit: %s", err.msg);
 	wait_results(&fx, 1);
 	assert_true(shadow_requests(&fx, "diverged") == 1);
-	pthread_mutex_lock(&g.mu);
-	gate_wait_done(&g, 1);
-	assert_int_equal(g.done, 1);
+	es_test_wait_done(&g.sy, 1);
+	pthread_mutex_lock(&g.sy.mu);
+	assert_int_equal(g.sy.done, 1);
 	assert_int_equal(g.status[0], 0);
-	pthread_mutex_unlock(&g.mu);
+	pthread_mutex_unlock(&g.sy.mu);
 
 	cJSON *lines[2];
 	assert_int_equal(read_lines(fx.log_path, lines, 2), 1);
@@ -848,16 +749,20 @@ static void test_sampled_request_is_mirrored_by_the_worker(void **state)
 	free_lines(lines, 1);
 
 	es_rollout_report rep;
-	assert_int_equal(es_servable_rollout_report(fx.m, &rep), 0);
+	assert_int_equal(es_servable_rollout_report(fx.s.m, &rep), 0);
 	assert_true(rep.shadow);
 	assert_int_equal(rep.shadow_divergent, 1);
 	es_version_release(p.r.version);
-	fx_free(&fx);
-	gate_destroy(&g);
+	es_test_server_free(&fx.s);
+	es_test_sync_destroy(&g.sy);
 }
 
 int main(void)
 {
+	if (es_faulty_backend_register() != 0) {
+		fprintf(stderr, "cannot register the faulty backend\n");
+		return 1;
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_identical_versions_never_diverge),
 		cmocka_unit_test(test_shifted_version_diverges_and_is_logged),
