@@ -153,27 +153,25 @@ enum flag_id {
 	FLAG_BINARY,
 	FLAG_JSON,
 	FLAG_HELP,
+	FLAG_SHORT_HELP,
 };
 
-static const struct {
-	const char *name;
-	bool takes_value;
-	enum flag_id id;
-} bench_flags[] = {
-	{"--model", true, FLAG_MODEL},
-	{"--version", true, FLAG_VERSION},
-	{"--concurrency", true, FLAG_CONCURRENCY},
-	{"--duration", true, FLAG_DURATION},
-	{"--requests", true, FLAG_REQUESTS},
-	{"--timeout-ms", true, FLAG_TIMEOUT},
-	{"--input", true, FLAG_INPUT},
-	{"--random", false, FLAG_RANDOM},
-	{"--seed", true, FLAG_SEED},
-	{"--shape", true, FLAG_SHAPE},
-	{"--binary", false, FLAG_BINARY},
-	{"--json", false, FLAG_JSON},
-	{"--help", false, FLAG_HELP},
-	{"-h", false, FLAG_HELP},
+/* Indexed by enum flag_id. */
+static const es_cli_flag bench_flags[] = {
+	[FLAG_MODEL] = {"--model", true, false},
+	[FLAG_VERSION] = {"--version", true, false},
+	[FLAG_CONCURRENCY] = {"--concurrency", true, false},
+	[FLAG_DURATION] = {"--duration", true, false},
+	[FLAG_REQUESTS] = {"--requests", true, false},
+	[FLAG_TIMEOUT] = {"--timeout-ms", true, false},
+	[FLAG_INPUT] = {"--input", true, false},
+	[FLAG_RANDOM] = {"--random", false, false},
+	[FLAG_SEED] = {"--seed", true, false},
+	[FLAG_SHAPE] = {"--shape", true, false},
+	[FLAG_BINARY] = {"--binary", false, false},
+	[FLAG_JSON] = {"--json", false, false},
+	[FLAG_HELP] = {"--help", false, false},
+	[FLAG_SHORT_HELP] = {"-h", false, false},
 };
 
 #define N_BENCH_FLAGS (sizeof(bench_flags) / sizeof(bench_flags[0]))
@@ -285,48 +283,26 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 		return ES_CLI_EXIT_FAILURE;
 	}
 	bool have_duration = false, have_requests = false;
-	bool only_positional = false;
-
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		if (only_positional || arg[0] != '-' || strcmp(arg, "-") == 0) {
+	es_cli_opts sc;
+	const char *value;
+	int f;
+	es_cli_opts_init(&sc, argc, argv, bench_flags, N_BENCH_FLAGS,
+			 ES_CLI_OPTS_GNU, usage_error);
+	while ((f = es_cli_opts_next(&sc, &value)) != ES_CLI_OPT_END) {
+		if (f == ES_CLI_OPT_ERROR)
+			return sc.exit_status;
+		if (f == ES_CLI_OPT_POSITIONAL) {
 			if (o->url)
 				return usage_error("unexpected argument '%s' (the URL is '%s')",
-						   arg, o->url);
-			o->url = arg;
+						   value, o->url);
+			o->url = value;
 			continue;
-		}
-		if (strcmp(arg, "--") == 0) {
-			only_positional = true;
-			continue;
-		}
-		const char *eq = strchr(arg, '=');
-		size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-		size_t f;
-		for (f = 0; f < N_BENCH_FLAGS; f++)
-			if (strlen(bench_flags[f].name) == name_len &&
-			    memcmp(bench_flags[f].name, arg, name_len) == 0)
-				break;
-		if (f == N_BENCH_FLAGS)
-			return usage_error("unknown option '%s'", arg);
-		const char *flag = bench_flags[f].name;
-		const char *value = NULL;
-		if (bench_flags[f].takes_value) {
-			if (eq)
-				value = eq + 1;
-			else if (i + 1 < argc)
-				value = argv[++i];
-			else
-				return usage_error("option '%s' needs a value",
-						   flag);
-		} else if (eq) {
-			return usage_error("option '%s' takes no value (got '%s')",
-					   flag, arg);
 		}
 
 		uint64_t n;
-		switch (bench_flags[f].id) {
+		switch ((enum flag_id)f) {
 		case FLAG_HELP:
+		case FLAG_SHORT_HELP:
 			fputs(bench_help, stdout);
 			return ES_CLI_EXIT_OK;
 		case FLAG_MODEL:

@@ -107,27 +107,25 @@ enum flag_id {
 	FLAG_JSON,
 	FLAG_LIST_OPS,
 	FLAG_HELP,
+	FLAG_SHORT_HELP,
 };
 
-static const struct {
-	const char *name;
-	bool takes_value;
-	enum flag_id id;
-} run_flags[] = {
-	{"--input", true, FLAG_INPUT},
-	{"--shape", true, FLAG_SHAPE},
-	{"--random", false, FLAG_RANDOM},
-	{"--seed", true, FLAG_SEED},
-	{"--threads", true, FLAG_THREADS},
-	{"--warmup", true, FLAG_WARMUP},
-	{"--iters", true, FLAG_ITERS},
-	{"--no-optimize", false, FLAG_NO_OPTIMIZE},
-	{"--profile", false, FLAG_PROFILE},
-	{"--save-outputs", true, FLAG_SAVE_OUTPUTS},
-	{"--json", false, FLAG_JSON},
-	{"--list-ops", false, FLAG_LIST_OPS},
-	{"--help", false, FLAG_HELP},
-	{"-h", false, FLAG_HELP},
+/* Indexed by enum flag_id. */
+static const es_cli_flag run_flags[] = {
+	[FLAG_INPUT] = {"--input", true, false},
+	[FLAG_SHAPE] = {"--shape", true, false},
+	[FLAG_RANDOM] = {"--random", false, false},
+	[FLAG_SEED] = {"--seed", true, false},
+	[FLAG_THREADS] = {"--threads", true, false},
+	[FLAG_WARMUP] = {"--warmup", true, false},
+	[FLAG_ITERS] = {"--iters", true, false},
+	[FLAG_NO_OPTIMIZE] = {"--no-optimize", false, false},
+	[FLAG_PROFILE] = {"--profile", false, false},
+	[FLAG_SAVE_OUTPUTS] = {"--save-outputs", true, false},
+	[FLAG_JSON] = {"--json", false, false},
+	[FLAG_LIST_OPS] = {"--list-ops", false, false},
+	[FLAG_HELP] = {"--help", false, false},
+	[FLAG_SHORT_HELP] = {"-h", false, false},
 };
 
 #define N_RUN_FLAGS (sizeof(run_flags) / sizeof(run_flags[0]))
@@ -182,48 +180,27 @@ static int parse_args(int argc, char **argv, run_opts *o)
 		return ES_CLI_EXIT_FAILURE;
 	}
 
-	bool only_positional = false;
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		if (only_positional || arg[0] != '-' || strcmp(arg, "-") == 0) {
+	es_cli_opts sc;
+	const char *value;
+	int f;
+	es_cli_opts_init(&sc, argc, argv, run_flags, N_RUN_FLAGS,
+			 ES_CLI_OPTS_GNU, usage_error);
+	while ((f = es_cli_opts_next(&sc, &value)) != ES_CLI_OPT_END) {
+		if (f == ES_CLI_OPT_ERROR)
+			return sc.exit_status;
+		if (f == ES_CLI_OPT_POSITIONAL) {
 			if (o->model_path)
 				return usage_error("unexpected argument '%s' (the model is '%s')",
-						   arg, o->model_path);
-			o->model_path = arg;
+						   value, o->model_path);
+			o->model_path = value;
 			continue;
 		}
-		if (strcmp(arg, "--") == 0) {
-			only_positional = true;
-			continue;
-		}
-		const char *eq = strchr(arg, '=');
-		size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-		size_t f;
-		for (f = 0; f < N_RUN_FLAGS; f++)
-			if (strlen(run_flags[f].name) == name_len &&
-			    memcmp(run_flags[f].name, arg, name_len) == 0)
-				break;
-		if (f == N_RUN_FLAGS)
-			return usage_error("unknown option '%s'", arg);
 		const char *flag = run_flags[f].name;
-		const char *value = NULL;
-		if (run_flags[f].takes_value) {
-			if (eq) {
-				value = eq + 1;
-			} else if (i + 1 < argc) {
-				value = argv[++i];
-			} else {
-				return usage_error("option '%s' needs a value",
-						   flag);
-			}
-		} else if (eq) {
-			return usage_error("option '%s' takes no value (got '%s')",
-					   flag, arg);
-		}
 
 		long long n;
-		switch (run_flags[f].id) {
+		switch ((enum flag_id)f) {
 		case FLAG_HELP:
+		case FLAG_SHORT_HELP:
 			fputs(run_help, stdout);
 			return ES_CLI_EXIT_OK;
 		case FLAG_LIST_OPS:

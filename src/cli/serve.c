@@ -220,47 +220,37 @@ static bool parse_bytes(const char *text, uint64_t *out)
 	return true;
 }
 
-static int parse_bool(const char *text)
-{
-	if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes") ||
-	    !strcasecmp(text, "on"))
-		return 1;
-	if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no") ||
-	    !strcasecmp(text, "off"))
-		return 0;
-	return -1;
-}
-
 enum opt_id {
 	O_REPO, O_CONFIG, O_MODEL_NAME, O_MODEL_PATH, O_PORT, O_BIND, O_WORKERS,
 	O_MAX_CONN, O_MAX_BYTES, O_CONN_TIMEOUT, O_DEFAULT_TIMEOUT, O_EXIT_TIMEOUT,
 	O_METRICS, O_LOG_LEVEL, O_POLL_WAIT, O_CACHE_DIR, O_WARMUP, O_OLD_RUNTIME,
-	O_DIVERGENCE_LOG,
+	O_DIVERGENCE_LOG, O_HELP, O_SHORT_HELP,
 };
 
-static const struct {
-	const char *name;
-	enum opt_id id;
-} options[] = {
-	{"model_repository_path", O_REPO},
-	{"config_path", O_CONFIG},
-	{"model_name", O_MODEL_NAME},
-	{"model_path", O_MODEL_PATH},
-	{"rest_port", O_PORT},
-	{"rest_bind_address", O_BIND},
-	{"rest_workers", O_WORKERS},
-	{"max_connections", O_MAX_CONN},
-	{"max_request_bytes", O_MAX_BYTES},
-	{"connection_timeout_seconds", O_CONN_TIMEOUT},
-	{"default_timeout_ms", O_DEFAULT_TIMEOUT},
-	{"exit_timeout_seconds", O_EXIT_TIMEOUT},
-	{"metrics_enable", O_METRICS},
-	{"log_level", O_LOG_LEVEL},
-	{"file_system_poll_wait_seconds", O_POLL_WAIT},
-	{"cache_dir", O_CACHE_DIR},
-	{"warmup_inferences", O_WARMUP},
-	{"allow_old_runtime", O_OLD_RUNTIME},
-	{"divergence_log", O_DIVERGENCE_LOG},
+/* Indexed by enum opt_id. metrics_enable and allow_old_runtime may be bare
+ * flags, as in OVMS. */
+static const es_cli_flag options[] = {
+	[O_REPO] = {"--model_repository_path", true, false},
+	[O_CONFIG] = {"--config_path", true, false},
+	[O_MODEL_NAME] = {"--model_name", true, false},
+	[O_MODEL_PATH] = {"--model_path", true, false},
+	[O_PORT] = {"--rest_port", true, false},
+	[O_BIND] = {"--rest_bind_address", true, false},
+	[O_WORKERS] = {"--rest_workers", true, false},
+	[O_MAX_CONN] = {"--max_connections", true, false},
+	[O_MAX_BYTES] = {"--max_request_bytes", true, false},
+	[O_CONN_TIMEOUT] = {"--connection_timeout_seconds", true, false},
+	[O_DEFAULT_TIMEOUT] = {"--default_timeout_ms", true, false},
+	[O_EXIT_TIMEOUT] = {"--exit_timeout_seconds", true, false},
+	[O_METRICS] = {"--metrics_enable", true, true},
+	[O_LOG_LEVEL] = {"--log_level", true, false},
+	[O_POLL_WAIT] = {"--file_system_poll_wait_seconds", true, false},
+	[O_CACHE_DIR] = {"--cache_dir", true, false},
+	[O_WARMUP] = {"--warmup_inferences", true, false},
+	[O_OLD_RUNTIME] = {"--allow_old_runtime", true, true},
+	[O_DIVERGENCE_LOG] = {"--divergence_log", true, false},
+	[O_HELP] = {"--help", false, false},
+	[O_SHORT_HELP] = {"-h", false, false},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -275,45 +265,23 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 	o->metrics_enable = -1;
 	o->poll_wait_s = o->warmup_inferences = -1;
 
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		const char *value = NULL;
-		size_t name_len;
-		size_t k;
-
-		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-			print_help(stdout);
-			return ES_CLI_EXIT_OK;
-		}
-		if (strncmp(arg, "--", 2) != 0)
-			return usage_error("unexpected argument '%s'", arg);
-		arg += 2;
-		const char *eq = strchr(arg, '=');
-		name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-		for (k = 0; k < N_OPTIONS; k++)
-			if (strlen(options[k].name) == name_len &&
-			    !strncmp(options[k].name, arg, name_len))
-				break;
-		if (k == N_OPTIONS)
-			return usage_error("unknown option '--%.*s'", (int)name_len, arg);
-		const char *name = options[k].name;
-		if (eq) {
-			value = eq + 1;
-		} else if (options[k].id == O_METRICS || options[k].id == O_OLD_RUNTIME) {
-			/* OVMS spells these as bare flags; a following boolean
-			 * word is taken as the value */
-			if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
-				value = argv[++i];
-			else
-				value = "true";
-		} else {
-			if (i + 1 >= argc)
-				return usage_error("option '--%s' needs a value", name);
-			value = argv[++i];
-		}
+	es_cli_opts sc;
+	const char *value;
+	int k;
+	es_cli_opts_init(&sc, argc, argv, options, N_OPTIONS, ES_CLI_OPTS_OVMS,
+			 usage_error);
+	while ((k = es_cli_opts_next(&sc, &value)) != ES_CLI_OPT_END) {
+		if (k == ES_CLI_OPT_ERROR)
+			return sc.exit_status;
+		if (k == ES_CLI_OPT_POSITIONAL)
+			return usage_error("unexpected argument '%s'", value);
 
 		long long n;
-		switch (options[k].id) {
+		switch ((enum opt_id)k) {
+		case O_HELP:
+		case O_SHORT_HELP:
+			print_help(stdout);
+			return ES_CLI_EXIT_OK;
 		case O_REPO:
 			o->repository = value;
 			break;
@@ -340,7 +308,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 			break;
 		}
 		case O_METRICS:
-			o->metrics_enable = parse_bool(value);
+			o->metrics_enable = es_cli_parse_bool(value);
 			if (o->metrics_enable < 0)
 				return usage_error("--metrics_enable '%s': expected true or false",
 						   value);
@@ -401,7 +369,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
 			o->warmup_inferences = n;
 			break;
 		case O_OLD_RUNTIME: {
-			int b = parse_bool(value);
+			int b = es_cli_parse_bool(value);
 			if (b < 0)
 				return usage_error("--allow_old_runtime '%s': expected true or false",
 						   value);

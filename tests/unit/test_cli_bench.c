@@ -31,6 +31,7 @@
 #include "cli/http_client.c"
 #undef DEFAULT_TIMEOUT_MS
 #include "cli/inputs.c"
+#include "cli/opts.c"
 #include "cli/bench.c"
 
 /* ---- the scan for "model_version" --------------------------------------- */
