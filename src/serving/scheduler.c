@@ -336,13 +336,15 @@ static double run_request(es_worker *w, es_request *r, uint64_t t_start, bool lo
 	es_histogram_observe(m_run, busy_s);
 	if (!rc) {
 		r->status = 0;
+		es_shadow_job *shadow = NULL;
 		if (!low) {
 			record_outcome(r, true);
-			if (r->shadow)
-				es_shadow_offer(s, r, w->outputs, n_out); /* takes r->shadow */
+			if (r->shadow) /* takes r->shadow */
+				shadow = es_shadow_take(s, r, w->outputs, n_out);
 		}
 		drop_shadow(r);
 		r->complete(r, w->outputs, n_out);
+		es_shadow_queue(s, shadow); /* r may be gone: the job has copies */
 		goto out;
 	}
 	if (!r->err.msg[0])

@@ -356,15 +356,20 @@ int es_servable_acquire_stable(es_servable *m, int64_t preferred, int64_t exclud
 int es_shadow_start(es_server *s, const es_server_config *cfg, es_error *err);
 void es_shadow_stop(es_server *s);
 /*
- * Device worker, after r ran successfully and before r->complete: copies
- * r's inputs and the primary outputs, and queues a run of r->shadow on the
- * shadow version's device below every normal request (es_sched_submit_low;
- * a full queue drops it, counted). Takes r->shadow's reference and clears
- * it. The run's outputs are compared with the primary's: per output, max
- * absolute and relative error, top-1 agreement for [N, classes] outputs.
+ * Shadow hand-over, in two steps around the primary's completion.
+ * es_shadow_take (device worker, after r ran successfully and before
+ * r->complete): takes r->shadow's reference and clears it, copies r's inputs
+ * and the primary outputs; NULL when r has no shadow or the copy failed
+ * (counted as dropped). es_shadow_queue (after r->complete; NULL is a no-op):
+ * queues the copy on the shadow version's device below every normal request
+ * (es_sched_submit_low; a full queue drops it, counted). The run's outputs
+ * are compared with the primary's: per output, max absolute and relative
+ * error, top-1 agreement for [N, classes] outputs.
  */
-void es_shadow_offer(es_server *s, es_request *r, const es_tensor *outputs,
-		     size_t n_outputs);
+typedef struct es_shadow_job es_shadow_job;
+es_shadow_job *es_shadow_take(es_server *s, es_request *r, const es_tensor *outputs,
+			      size_t n_outputs);
+void es_shadow_queue(es_server *s, es_shadow_job *j);
 
 /* ---- scheduler additions (scheduler.c) -------------------------------------------- */
 

@@ -3,10 +3,13 @@
  * version, is run again on the model's shadow version off the hot path and
  * the two sets of outputs are compared.
  *
- * The device worker that ran the primary hands it over with es_shadow_offer:
- * one allocation copies the inputs and the primary outputs, and the copy is
- * queued on the shadow version's device below every normal request
- * (es_sched_submit_low). A full queue drops the copy at once (counted); the
+ * The device worker that ran the primary hands it over in two steps: before
+ * the primary's completion es_shadow_take copies the inputs and the primary
+ * outputs in one allocation (the request's buffers belong to its client and
+ * may go with the completion); after it, es_shadow_queue queues the copy on
+ * the shadow version's device below every normal request
+ * (es_sched_submit_low), so the answer leaves before any queueing or wake-up
+ * happens. A full queue drops the copy at once (counted); the
  * primary is never blocked nor failed. The shadow run's completion, on a
  * worker of that device, compares output by output:
  *   - dtype and shape must be equal (else divergent: "dtype", "shape");
@@ -76,7 +79,7 @@ struct es_shadow_log {
 
 /* One shadow run in flight: the request queued on the shadow device and
  * the copies it compares against, all in one 64-byte aligned block. */
-typedef struct shadow_job {
+struct es_shadow_job {
 	es_request req;          /* req.version: the shadow version (ours) */
 	struct es_shadow_log *log;
 	es_servable *m;
@@ -88,7 +91,8 @@ typedef struct shadow_job {
 	es_tensor *primary;      /* copies of the primary's outputs */
 	const char **names;      /* the primary's output names */
 	size_t n_outputs;
-} shadow_job;
+};
+typedef es_shadow_job shadow_job;
 
 /* ---- the log object -------------------------------------------------------------- */
 
@@ -885,22 +889,19 @@ static void shadow_done(es_request *r, const es_tensor *outputs, size_t n_output
 
 /* ---- the hand-over ---------------------------------------------------------------------------- */
 
-void es_shadow_offer(es_server *s, es_request *r, const es_tensor *outputs,
-		     size_t n_outputs)
+es_shadow_job *es_shadow_take(es_server *s, es_request *r, const es_tensor *outputs,
+			      size_t n_outputs)
 {
 	es_version *sv = r->shadow;
 	if (!sv)
-		return;
+		return NULL;
 	r->shadow = NULL;
 	es_servable *m = sv->servable;
 	struct es_shadow_log *lg = s->shadow_log;
 	if (!lg) { /* not started (or stopping): nothing can be compared */
 		es_version_release(sv);
-		return;
+		return NULL;
 	}
-	es_shadow_params params;
-	es_rollout_shadow_params(m, &params);
-
 	shadow_job *j = r->version && (outputs || !n_outputs) && (r->inputs || !r->n_inputs)
 		? job_new(r, outputs, n_outputs) : NULL;
 	if (!j) {
@@ -909,14 +910,12 @@ void es_shadow_offer(es_server *s, es_request *r, const es_tensor *outputs,
 		count_result(lg, m, "dropped");
 		es_rollout_shadow_event(m, sv->number, ES_SHADOW_DROPPED);
 		es_version_release(sv);
-		return;
+		return NULL;
 	}
 	atomic_fetch_add(&lg->refs, 1);
 	j->log = lg;
 	j->m = m;
 	j->primary_version = r->version->number;
-	j->atol = params.atol;
-	j->rtol = params.rtol;
 	j->req.version = sv; /* the job's reference from here on */
 	j->req.inputs = j->inputs;
 	j->req.n_inputs = j->n_inputs;
@@ -926,6 +925,20 @@ void es_shadow_offer(es_server *s, es_request *r, const es_tensor *outputs,
 	j->req.complete = shadow_done;
 	j->req.user = j;
 	j->req.id = j->request_id;
+	return j;
+}
+
+void es_shadow_queue(es_server *s, es_shadow_job *j)
+{
+	if (!j)
+		return;
+	struct es_shadow_log *lg = j->log;
+	es_servable *m = j->m;
+	es_version *sv = j->req.version;
+	es_shadow_params params;
+	es_rollout_shadow_params(m, &params);
+	j->atol = params.atol;
+	j->rtol = params.rtol;
 
 	es_error err = { 0 };
 	int rc = es_sched_submit_low(s, &j->req, params.queue_size, &err);

@@ -2,8 +2,9 @@
  * outputs (tolerance, NaN, dtype, shape, output count, top-1 agreement),
  * their metrics, the divergence log and its rate limit, drops when the
  * low-priority queue is full, and the server log when no divergence log is
- * configured. Most tests hand es_shadow_offer a request with outputs they
- * prepared, exactly as a device worker does after a primary run. */
+ * configured. Most tests hand es_shadow_take a request with outputs they
+ * prepared and queue the copy with es_shadow_queue after the request is
+ * gone, exactly as a device worker does around a primary's completion. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,7 +228,8 @@ static es_tensor tensor_f32(float *data, int64_t rows)
 /*
  * Mirrors one request of version 1 with input x (rows x 2) onto the shadow
  * version, the primary having answered `primary` (n outputs), as a device
- * worker does after a primary run. The offer takes its shadow reference.
+ * worker does around a primary's completion. The take takes its shadow
+ * reference.
  */
 static void offer(fixture *fx, const char *id, float *x, int64_t rows,
 		  const es_tensor *primary, size_t n)
@@ -241,9 +243,13 @@ static void offer(fixture *fx, const char *id, float *x, int64_t rows,
 	r.n_inputs = 1;
 	r.arm = ES_ARM_DEFAULT;
 	r.id = id;
-	es_shadow_offer(fx->s.srv, &r, primary, n);
+	es_shadow_job *j = es_shadow_take(fx->s.srv, &r, primary, n);
 	assert_null(r.shadow);
+	/* the request and its buffers go with the primary's completion */
 	es_version_release(r.version);
+	memset(&in, 0xa5, sizeof(in));
+	memset(&r, 0xa5, sizeof(r));
+	es_shadow_queue(fx->s.srv, j);
 }
 
 /* Offers x with the primary output y = x + shift (what version 1 answers
