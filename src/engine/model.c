@@ -263,6 +263,35 @@ static bool all_inputs_constant(const es_graph *g, const es_node *n)
 	return true;
 }
 
+static int init_node(es_graph *g, es_node *node, es_error *err)
+{
+	if (node->ready)
+		return 0;
+	if (node->op->init) {
+		es_op_init_ctx c = { .graph = g, .node = node, .err = err };
+		int rc = node->op->init(&c, &node->state);
+		if (rc) {
+			if (err && !err->msg[0])
+				es_error_set(err, rc, "node '%s' (%s): %s", node->name,
+					     node->op_type, es_strerror(rc));
+			return rc;
+		}
+	}
+	node->ready = true;
+	return 0;
+}
+
+/* Initialises the nodes the optimizer created or touched. */
+static int init_pending(es_graph *g, es_error *err)
+{
+	for (int n = 0; n < g->n_nodes; n++) {
+		int rc = init_node(g, &g->nodes[n], err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /*
  * Initialises kernels in topological order. Unless disabled, a node whose
  * inputs are all constants is run once here and replaced by its outputs, so
@@ -278,16 +307,8 @@ static int init_kernels(es_graph *g, bool fold, es_error *err)
 	for (int n = 0; n < g->n_nodes; n++) {
 		es_node *node = &g->nodes[n];
 		es_error_clear(err);
-		if (node->op->init) {
-			es_op_init_ctx c = { .graph = g, .node = node, .err = err };
-			rc = node->op->init(&c, &node->state);
-			if (rc) {
-				if (err && !err->msg[0])
-					es_error_set(err, rc, "node '%s' (%s): %s", node->name,
-						     node->op_type, es_strerror(rc));
-				goto out;
-			}
-		}
+		if ((rc = init_node(g, node, err)))
+			goto out;
 		if (fold && all_inputs_constant(g, node) && !is_random(node)) {
 			rc = es_exec_fold_node(folder, n, err);
 			if (rc)
@@ -362,6 +383,9 @@ int es_model_from_graph(es_graph *g, const char *base_dir,
 	    (rc = check_types(g, err)) ||
 	    (rc = init_kernels(g, !m->opts.no_optimize, err)))
 		goto fail;
+	if (!m->opts.no_optimize &&
+	    ((rc = es_opt_run(g, &m->opts, &m->opt, err)) || (rc = init_pending(g, err))))
+		goto fail;
 	m->inputs = calloc((size_t)g->n_inputs + 1, sizeof(es_value_info));
 	m->outputs = calloc((size_t)g->n_outputs + 1, sizeof(es_value_info));
 	if (!m->inputs || !m->outputs) {
@@ -391,6 +415,10 @@ int es_model_load_buffer(const void *buf, size_t len, const char *base_dir,
 	int rc = es_onnx_load_graph(buf, len, base_dir, &g, err);
 	if (rc)
 		return rc;
+	if ((rc = es_opt_check_domains(g, err))) {
+		es_graph_free(g);
+		return rc;
+	}
 	return es_model_from_graph(g, base_dir, opts, out, err);
 }
 

@@ -6,6 +6,7 @@
 
 #include "edgeserve/engine.h"
 #include "engine/ir/graph.h"
+#include "engine/opt/opt.h"
 
 struct es_model {
 	atomic_int refs;
@@ -15,13 +16,15 @@ struct es_model {
 	int64_t opset;
 	char *base_dir;
 	es_model_options opts; /* the options it was loaded with */
+	es_opt_report opt;     /* what the optimizer did (empty: no_optimize) */
 };
 
 /*
  * The pipeline every way of loading shares once it has a graph: Constant
  * nodes become constants, es_graph_finalize (structure, topological
  * order), kernel resolution, type checks and kernel init with constant
- * folding unless opts->no_optimize. Takes ownership of g, also on failure.
+ * folding, then the optimizer passes (opt/opt.h) and init of the nodes
+ * they created; folding and passes are skipped with opts->no_optimize. Takes ownership of g, also on failure.
  * base_dir (copied, may be NULL) is the directory external data came from.
  * On success *out holds one reference.
  */

@@ -77,6 +77,8 @@ typedef struct es_node {
 	const struct es_op_def *op; /* resolved kernel, set by es_graph_resolve */
 	int opset;    /* opset version of the node's domain in this model */
 	void *state;  /* kernel private state from op->init */
+	bool ready;   /* op->init ran (or the op has none) */
+	bool dead;    /* removed by an optimizer pass, until compaction */
 } es_node;
 
 typedef struct es_opset_import {
