@@ -23,95 +23,21 @@
 #include "engine/model_int.h"
 #include "engine/opt/opt.h"
 #include "engine/opt/passes.h"
+#include "support/graph_builder.h"
 
 /* ---- building graphs ------------------------------------------------------------ */
 
-static es_graph *graph_new(int opset)
-{
-	es_graph *g = es_graph_new();
-	assert_non_null(g);
-	g->opsets = calloc(1, sizeof(es_opset_import));
-	assert_non_null(g->opsets);
-	g->opsets[0].domain = strdup("");
-	g->opsets[0].version = opset;
-	g->n_opsets = 1;
-	g->name = strdup("test");
-	return g;
-}
-
-static int value(es_graph *g, const char *name, es_dtype dt)
-{
-	int v = es_graph_add_value(g, name);
-	assert_true(v >= 0);
-	g->values[v].dtype = dt;
-	return v;
-}
-
-static void add_io(int **list, int *n, int v)
-{
-	*list = realloc(*list, (size_t)(*n + 1) * sizeof(int));
-	assert_non_null(*list);
-	(*list)[(*n)++] = v;
-}
-
+/* The graphs here take one float input [2, 3]. */
 static int input(es_graph *g, const char *name)
 {
-	int v = value(g, name, ES_DT_FLOAT);
-	g->values[v].is_input = true;
-	g->values[v].ndim = 2;
-	g->values[v].dims[0] = 2;
-	g->values[v].dims[1] = 3;
-	add_io(&g->inputs, &g->n_inputs, v);
-	return v;
-}
-
-static void output(es_graph *g, int v)
-{
-	g->values[v].is_output = true;
-	add_io(&g->outputs, &g->n_outputs, v);
+	int64_t dims[2] = { 2, 3 };
+	return gb_input(g, name, ES_DT_FLOAT, 2, dims);
 }
 
 static int bool_const(es_graph *g, const char *name, bool b)
 {
-	int v = value(g, name, ES_DT_BOOL);
-	es_tensor *t = calloc(1, sizeof(*t));
-	assert_non_null(t);
-	t->dtype = ES_DT_BOOL;
-	t->ndim = 0;
-	t->nbytes = 1;
-	t->data = es_aligned_alloc(1);
-	assert_non_null(t->data);
-	*(uint8_t *)t->data = b;
-	g->values[v].constant = t;
-	return v;
-}
-
-/* A node of the default domain. */
-static void node(es_graph *g, const char *op, const char *name, const int *in, int n_in,
-		 const int *out, int n_out)
-{
-	int n = es_graph_add_node(g);
-	assert_true(n >= 0);
-	es_node *nd = &g->nodes[n];
-	nd->name = strdup(name);
-	nd->op_type = strdup(op);
-	nd->domain = strdup("");
-	nd->inputs = malloc((size_t)(n_in + 1) * sizeof(int));
-	nd->outputs = malloc((size_t)(n_out + 1) * sizeof(int));
-	memcpy(nd->inputs, in, (size_t)n_in * sizeof(int));
-	memcpy(nd->outputs, out, (size_t)n_out * sizeof(int));
-	nd->n_inputs = n_in;
-	nd->n_outputs = n_out;
-}
-
-static es_model *model(es_graph *g, bool no_optimize)
-{
-	es_model_options o = { .no_optimize = no_optimize };
-	es_model *m = NULL;
-	es_error err = { 0 };
-	if (es_model_from_graph(g, NULL, &o, &m, &err))
-		fail_msg("model: %s", err.msg);
-	return m;
+	uint8_t v = b;
+	return gb_const(g, name, ES_DT_BOOL, 0, NULL, &v);
 }
 
 static const float x_data[6] = { -1.5f, 0.25f, 2.0f, -0.0f, 3.5f, -7.0f };
@@ -141,8 +67,8 @@ static size_t run(es_model *m, int which, float *out)
  * optimized model (caller releases). */
 static es_model *both(es_graph *(*build)(void), int n_outputs)
 {
-	es_model *plain = model(build(), true);
-	es_model *opt = model(build(), false);
+	es_model *plain = gb_model(build(), true);
+	es_model *opt = gb_model(build(), false);
 	assert_int_equal(es_model_num_outputs(plain), n_outputs);
 	assert_int_equal(es_model_num_outputs(opt), n_outputs);
 	for (int o = 0; o < n_outputs; o++) {
@@ -162,14 +88,14 @@ static es_model *both(es_graph *(*build)(void), int n_outputs)
 /* x -> Identity -> Relu -> Dropout -> Identity -> y */
 static es_graph *chain(void)
 {
-	es_graph *g = graph_new(13);
-	int x = input(g, "x"), a = value(g, "a", ES_DT_FLOAT), b = value(g, "b", ES_DT_FLOAT);
-	int c = value(g, "c", ES_DT_FLOAT), y = value(g, "y", ES_DT_FLOAT);
-	node(g, "Identity", "id1", &x, 1, &a, 1);
-	node(g, "Relu", "relu", &a, 1, &b, 1);
-	node(g, "Dropout", "drop", &b, 1, &c, 1);
-	node(g, "Identity", "id2", &c, 1, &y, 1);
-	output(g, y);
+	es_graph *g = gb_graph(13);
+	int x = input(g, "x"), a = gb_value(g, "a", ES_DT_FLOAT), b = gb_value(g, "b", ES_DT_FLOAT);
+	int c = gb_value(g, "c", ES_DT_FLOAT), y = gb_value(g, "y", ES_DT_FLOAT);
+	gb_node(g, "Identity", "id1", &x, 1, &a, 1);
+	gb_node(g, "Relu", "relu", &a, 1, &b, 1);
+	gb_node(g, "Dropout", "drop", &b, 1, &c, 1);
+	gb_node(g, "Identity", "id2", &c, 1, &y, 1);
+	gb_output(g, y);
 	return g;
 }
 
@@ -177,29 +103,29 @@ static es_graph *chain(void)
  * x -> Relu -> r -> Identity -> z, r also an output (z must stay). */
 static es_graph *io_edges(void)
 {
-	es_graph *g = graph_new(13);
-	int x = input(g, "x"), y = value(g, "y", ES_DT_FLOAT);
-	int r = value(g, "r", ES_DT_FLOAT), z = value(g, "z", ES_DT_FLOAT);
-	node(g, "Identity", "id_in_out", &x, 1, &y, 1);
-	node(g, "Relu", "relu", &x, 1, &r, 1);
-	node(g, "Identity", "id_out_out", &r, 1, &z, 1);
-	output(g, y);
-	output(g, r);
-	output(g, z);
+	es_graph *g = gb_graph(13);
+	int x = input(g, "x"), y = gb_value(g, "y", ES_DT_FLOAT);
+	int r = gb_value(g, "r", ES_DT_FLOAT), z = gb_value(g, "z", ES_DT_FLOAT);
+	gb_node(g, "Identity", "id_in_out", &x, 1, &y, 1);
+	gb_node(g, "Relu", "relu", &x, 1, &r, 1);
+	gb_node(g, "Identity", "id_out_out", &r, 1, &z, 1);
+	gb_output(g, y);
+	gb_output(g, r);
+	gb_output(g, z);
 	return g;
 }
 
 /* Dropout whose mask is a graph output: kept. */
 static es_graph *dropout_mask(void)
 {
-	es_graph *g = graph_new(13);
-	int x = input(g, "x"), r = value(g, "r", ES_DT_FLOAT);
-	int y = value(g, "y", ES_DT_FLOAT), mask = value(g, "mask", ES_DT_BOOL);
-	node(g, "Relu", "relu", &x, 1, &r, 1);
+	es_graph *g = gb_graph(13);
+	int x = input(g, "x"), r = gb_value(g, "r", ES_DT_FLOAT);
+	int y = gb_value(g, "y", ES_DT_FLOAT), mask = gb_value(g, "mask", ES_DT_BOOL);
+	gb_node(g, "Relu", "relu", &x, 1, &r, 1);
 	int outs[2] = { y, mask };
-	node(g, "Dropout", "drop", &r, 1, outs, 2);
-	output(g, y);
-	output(g, mask);
+	gb_node(g, "Dropout", "drop", &r, 1, outs, 2);
+	gb_output(g, y);
+	gb_output(g, mask);
 	return g;
 }
 
@@ -207,20 +133,14 @@ static es_graph *dropout_mask(void)
  * (ratio 0 keeps it the identity, so both graphs run). */
 static es_graph *dropout_training(bool training)
 {
-	es_graph *g = graph_new(13);
-	int x = input(g, "x"), r = value(g, "r", ES_DT_FLOAT), y = value(g, "y", ES_DT_FLOAT);
-	int ratio = value(g, "ratio", ES_DT_FLOAT);
-	es_tensor *t = calloc(1, sizeof(*t));
-	assert_non_null(t);
-	t->dtype = ES_DT_FLOAT;
-	t->nbytes = sizeof(float);
-	t->data = es_aligned_calloc(sizeof(float));
-	g->values[ratio].constant = t;
+	es_graph *g = gb_graph(13);
+	int x = input(g, "x"), r = gb_value(g, "r", ES_DT_FLOAT), y = gb_value(g, "y", ES_DT_FLOAT);
+	int ratio = gb_scalar_f32(g, "ratio", 0.0f);
 	int tm = bool_const(g, "training_mode", training);
-	node(g, "Relu", "relu", &x, 1, &r, 1);
+	gb_node(g, "Relu", "relu", &x, 1, &r, 1);
 	int ins[3] = { r, ratio, tm };
-	node(g, "Dropout", "drop", ins, 3, &y, 1);
-	output(g, y);
+	gb_node(g, "Dropout", "drop", ins, 3, &y, 1);
+	gb_output(g, y);
 	return g;
 }
 
@@ -271,7 +191,7 @@ static void test_dropout_rules(void **state)
 static void test_no_optimize_runs_no_pass(void **state)
 {
 	(void)state;
-	es_model *m = model(chain(), true);
+	es_model *m = gb_model(chain(), true);
 	assert_int_equal(es_model_num_nodes(m), 4);
 	assert_int_equal(m->opt.n_passes, 0);
 	es_model_release(m);
@@ -282,7 +202,7 @@ static void test_idempotent(void **state)
 {
 	(void)state;
 	es_graph *g = chain();
-	es_model *m = model(g, false);
+	es_model *m = gb_model(g, false);
 	es_opt_report rep;
 	es_error err = { 0 };
 	const es_pass *p = &es_pass_eliminate_identity;

@@ -15,6 +15,7 @@
 	ES_FAMILY(softmax) \
 	ES_FAMILY(reduce) \
 	ES_FAMILY(resize) \
+	ES_FAMILY(quant) \
 	ES_FAMILY(misc)
 
 #define ES_FAMILY(name) extern const es_op_table es_ops_##name;
