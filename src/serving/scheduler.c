@@ -558,7 +558,7 @@ static void reaper_notify(es_server *s, uint64_t deadline)
 /* ---- start and stop ------------------------------------------------------------------ */
 
 static int device_init(es_server *s, es_device *d, const es_device_config *dc,
-		       es_error *err)
+		       int default_threads, es_error *err)
 {
 	d->srv = s;
 	d->name = strdup(dc->name);
@@ -566,12 +566,7 @@ static int device_init(es_server *s, es_device *d, const es_device_config *dc,
 	if (!d->name || !d->backend)
 		return es_error_set(err, ES_ENOMEM, "out of memory");
 	d->streams = dc->streams;
-	d->threads = dc->threads_per_stream;
-	if (d->threads <= 0) {
-		d->threads = s->ncpu / d->streams;
-		if (d->threads < 1)
-			d->threads = 1;
-	}
+	d->threads = dc->threads_per_stream > 0 ? dc->threads_per_stream : default_threads;
 	d->capacity = dc->max_queue_size > 0 ? dc->max_queue_size : ES_DEFAULT_QUEUE_SIZE;
 	d->accepting = true;
 	if (pthread_mutex_init(&d->mu, NULL))
@@ -665,6 +660,35 @@ static int device_link_fallback(es_server *s, es_device *d, const es_device_conf
 	return 0;
 }
 
+/*
+ * Intra-op threads of a stream whose device leaves threads_per_stream open:
+ * the cores the explicit settings leave, shared by every such stream of
+ * every device (at least 1), so that all streams busy at once (a device
+ * and its fallback under overload) do not ask for more threads than there
+ * are cores: OpenMP teams spinning at barriers on oversubscribed cores
+ * run many times slower (docs/engine.md, "Threading"). Warns when the
+ * explicit settings alone oversubscribe.
+ */
+static int default_stream_threads(const es_server *s, const es_server_config *cfg)
+{
+	long fixed = 0, open_streams = 0;
+	for (size_t i = 0; i < cfg->n_devices; i++) {
+		const es_device_config *dc = &cfg->devices[i];
+		if (dc->threads_per_stream > 0)
+			fixed += (long)dc->streams * dc->threads_per_stream;
+		else
+			open_streams += dc->streams;
+	}
+	long left = (long)s->ncpu - fixed;
+	int per = open_streams > 0 && left / open_streams >= 1 ? (int)(left / open_streams) : 1;
+	long total = fixed + open_streams * per;
+	if (total > s->ncpu)
+		es_log_msg(ES_LOG_WARN, "threads_oversubscribed",
+			   "the devices' streams use %ld intra-op threads on %d cores when all run at once; lower threads_per_stream or streams",
+			   total, s->ncpu);
+	return per;
+}
+
 int es_sched_start(es_server *s, const es_server_config *cfg, es_error *err)
 {
 	int rc;
@@ -680,10 +704,12 @@ int es_sched_start(es_server *s, const es_server_config *cfg, es_error *err)
 	s->devices = calloc(cfg->n_devices, sizeof(*s->devices));
 	if (!s->devices)
 		return es_error_set(err, ES_ENOMEM, "out of memory");
+	int default_threads = default_stream_threads(s, cfg);
 	for (size_t i = 0; i < cfg->n_devices; i++) {
 		/* counted first: es_sched_stop frees what a failed init left */
 		s->n_devices++;
-		if ((rc = device_init(s, &s->devices[i], &cfg->devices[i], err)))
+		if ((rc = device_init(s, &s->devices[i], &cfg->devices[i], default_threads,
+				      err)))
 			return rc;
 	}
 	for (size_t i = 0; i < s->n_devices; i++)

@@ -881,10 +881,51 @@ static int quiet(void **state)
 	return 0;
 }
 
+/* Default intra-op threads: the cores explicit settings leave, shared by
+ * every stream that leaves threads_per_stream open, across devices (a
+ * device and its fallback both busy must not oversubscribe the cores). */
+static int default_threads_for(int open_streams_a, int open_streams_b, int fixed_streams,
+			       int fixed_threads, int *ncpu, int *fixed_out)
+{
+	es_test_server fx;
+	es_test_server_init(&fx, NULL);
+	es_device_config *a = es_test_cfg_device(&fx.cfg, "A", "cpu", open_streams_a, 8);
+	a->threads_per_stream = 0;
+	es_device_config *b = es_test_cfg_device(&fx.cfg, "B", "cpu", open_streams_b, 8);
+	b->threads_per_stream = 0;
+	if (fixed_streams) {
+		es_device_config *c = es_test_cfg_device(&fx.cfg, "C", "cpu", fixed_streams, 8);
+		c->threads_per_stream = fixed_threads;
+	}
+	es_test_server_start(&fx, NULL);
+	es_server *s = fx.srv;
+	*ncpu = s->ncpu;
+	int t = s->devices[0].threads;
+	assert_int_equal(s->devices[1].threads, t);
+	*fixed_out = fixed_streams ? s->devices[2].threads : 0;
+	es_test_server_free(&fx);
+	return t;
+}
+
+static void test_default_threads_share_cores(void **state)
+{
+	(void)state;
+	int ncpu, fixed;
+	int t = default_threads_for(1, 1, 0, 0, &ncpu, &fixed);
+	assert_int_equal(t, ncpu / 2 >= 1 ? ncpu / 2 : 1);
+	t = default_threads_for(2, 1, 0, 0, &ncpu, &fixed);
+	assert_int_equal(t, ncpu / 3 >= 1 ? ncpu / 3 : 1);
+	/* explicit settings are kept and counted first */
+	t = default_threads_for(1, 1, 1, 1, &ncpu, &fixed);
+	assert_int_equal(fixed, 1);
+	assert_int_equal(t, (ncpu - 1) / 2 >= 1 ? (ncpu - 1) / 2 : 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_latest_policy),
+		cmocka_unit_test(test_default_threads_share_cores),
 		cmocka_unit_test(test_all_policy),
 		cmocka_unit_test(test_specific_policy),
 		cmocka_unit_test(test_no_available_version),
