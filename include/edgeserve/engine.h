@@ -172,6 +172,23 @@ size_t es_model_num_nodes(const es_model *m);
 /* Highest opset imported for the default ONNX domain. */
 int64_t es_model_opset(const es_model *m);
 
+/* What the graph optimizer did to a model at load, pass by pass, in the
+ * order the passes ran. */
+typedef struct es_opt_pass_info {
+	const char *name;  /* the pass, e.g. "conv_bn_fold"; owned by the engine */
+	int nodes_before;  /* node count when the pass started */
+	int nodes_after;   /* and when it ended (after compaction) */
+	int changes;       /* rewrites the pass counted */
+	double ms;         /* wall time the pass took */
+} es_opt_pass_info;
+
+/* Number of optimizer passes that ran when m was loaded (0 when it was
+ * loaded with no_optimize). */
+size_t es_model_opt_passes(const es_model *m);
+/* Fills *info with pass i (0 <= i < es_model_opt_passes(m)); ES_ERANGE
+ * when i is past the last pass. */
+int es_model_opt_pass(const es_model *m, size_t i, es_opt_pass_info *info);
+
 /* ---- compiled form ------------------------------------------------------ */
 /*
  * A model's compiled form is what loading produced: the validated and

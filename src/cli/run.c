@@ -62,6 +62,10 @@ static const char run_help[] =
 	"  --profile            add per-node and per-op-type time tables, measured\n"
 	"                       over the timed runs\n"
 	"\n"
+	"The report also lists what the graph optimizer did at load: each pass\n"
+	"with the node count before and after it, its rewrites and its time\n"
+	"(\"optimizer\" block; \"optimizer\" array with --json).\n"
+	"\n"
 	"output:\n"
 	"  --save-outputs DIR   write output i of the first run to DIR/output_<i>.pb\n"
 	"                       (DIR is created if missing)\n"
@@ -802,6 +806,38 @@ typedef struct run_result {
 	bool have_profile;
 } run_result;
 
+/* The optimizer block: one line per pass that ran at load. */
+static void print_optimizer_text(const es_model *m)
+{
+	size_t n = es_model_opt_passes(m);
+	es_opt_pass_info first, last, p;
+	if (n == 0 || es_model_opt_pass(m, 0, &first) ||
+	    es_model_opt_pass(m, n - 1, &last)) {
+		printf("optimizer    off\n");
+		return;
+	}
+	double ms = 0;
+	int changes = 0, width = 4;
+	for (size_t i = 0; i < n; i++) {
+		if (es_model_opt_pass(m, i, &p))
+			continue;
+		ms += p.ms;
+		changes += p.changes;
+		int len = (int)strlen(p.name);
+		if (len > width)
+			width = len > 40 ? 40 : len;
+	}
+	printf("optimizer    %zu passes, %d -> %d nodes, %d changes, %.3f ms\n", n,
+	       first.nodes_before, last.nodes_after, changes, ms);
+	printf("  %-*s  %16s  %7s  %9s\n", width, "pass", "before -> after", "changes", "ms");
+	for (size_t i = 0; i < n; i++) {
+		if (es_model_opt_pass(m, i, &p))
+			continue;
+		printf("  %-*.*s  %6d -> %-6d  %7d  %9.3f\n", width, width, p.name,
+		       p.nodes_before, p.nodes_after, p.changes, p.ms);
+	}
+}
+
 static void print_text(const run_opts *o, const es_model *m,
 		       const input_slot *slots, const run_result *r)
 {
@@ -825,6 +861,7 @@ static void print_text(const run_opts *o, const es_model *m,
 		printf("output %-5zu %s  %s %s\n", i, es_model_output(m, i)->name,
 		       es_dtype_name(r->out_shapes[i].dtype), dims);
 	}
+	print_optimizer_text(m);
 	printf("load         %.3f ms\n", r->load_ms);
 	printf("session      %.3f ms\n", r->session_ms);
 	printf("first run    %.3f ms\n", r->first_run_ms);
@@ -883,6 +920,18 @@ static void print_json(const run_opts *o, const es_model *m,
 		json_str(f, es_dtype_name(r->out_shapes[i].dtype));
 		fputs(",\"shape\":", f);
 		json_dims(f, r->out_shapes[i].ndim, r->out_shapes[i].dims);
+		fputc('}', f);
+	}
+	fputs("],\"optimizer\":[", f);
+	for (size_t i = 0; i < es_model_opt_passes(m); i++) {
+		es_opt_pass_info p;
+		if (es_model_opt_pass(m, i, &p))
+			continue;
+		fputs(i ? ",{\"pass\":" : "{\"pass\":", f);
+		json_str(f, p.name);
+		fprintf(f, ",\"nodes_before\":%d,\"nodes_after\":%d,\"changes\":%d,\"ms\":",
+			p.nodes_before, p.nodes_after, p.changes);
+		json_num(f, p.ms);
 		fputc('}', f);
 	}
 	fputs("],\"load_ms\":", f);

@@ -453,6 +453,29 @@ size_t es_model_num_outputs(const es_model *m) { return (size_t)m->graph->n_outp
 size_t es_model_num_nodes(const es_model *m) { return (size_t)m->graph->n_nodes; }
 int64_t es_model_opset(const es_model *m) { return m->opset; }
 
+size_t es_model_opt_passes(const es_model *m)
+{
+	int n = m->opt.n_passes;
+	if (n < 0)
+		n = 0;
+	if (n > ES_OPT_MAX_PASSES)
+		n = ES_OPT_MAX_PASSES;
+	return (size_t)n;
+}
+
+int es_model_opt_pass(const es_model *m, size_t i, es_opt_pass_info *info)
+{
+	if (i >= es_model_opt_passes(m))
+		return ES_ERANGE;
+	const es_opt_pass_stat *st = &m->opt.pass[i];
+	info->name = st->name ? st->name : "";
+	info->nodes_before = st->nodes_before;
+	info->nodes_after = st->nodes_after;
+	info->changes = st->changes;
+	info->ms = st->ms;
+	return 0;
+}
+
 const es_value_info *es_model_input(const es_model *m, size_t i)
 {
 	return i < (size_t)m->graph->n_inputs ? &m->inputs[i] : NULL;

@@ -218,3 +218,97 @@ void gb_assert_close(const es_tensor *a, const es_tensor *b, double atol, double
 				 (double)x[i], (double)y[i], diff, atol, rtol);
 	}
 }
+
+/* ---- random data and optimizer checks ------------------------------------------ */
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+void gb_seed(uint64_t seed)
+{
+	rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+float gb_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((rng >> 11) % 20001) / 10000.0f - 1.0f;
+}
+
+int64_t gb_numel(const int64_t *dims, int ndim)
+{
+	int64_t p = 1;
+	for (int i = 0; i < ndim; i++)
+		p *= dims[i];
+	return p;
+}
+
+int gb_rand_const(es_graph *g, const char *name, int ndim, const int64_t *dims, float scale)
+{
+	int64_t n = gb_numel(dims, ndim);
+	float *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+	assert_non_null(buf);
+	for (int64_t i = 0; i < n; i++)
+		buf[i] = gb_rand() * scale;
+	int v = gb_const_f32(g, name, ndim, dims, buf);
+	free(buf);
+	return v;
+}
+
+es_tensor gb_rand_tensor(int ndim, const int64_t *dims)
+{
+	es_tensor t = { .dtype = ES_DT_FLOAT, .ndim = ndim };
+	memcpy(t.dims, dims, sizeof(int64_t) * (size_t)ndim);
+	int64_t n = gb_numel(dims, ndim);
+	t.nbytes = (size_t)n * sizeof(float);
+	t.data = malloc(t.nbytes ? t.nbytes : 1);
+	assert_non_null(t.data);
+	for (int64_t i = 0; i < n; i++)
+		((float *)t.data)[i] = gb_rand();
+	return t;
+}
+
+const es_opt_pass_stat *gb_pass_stat(const es_model *m, const char *name)
+{
+	for (int i = 0; i < m->opt.n_passes; i++)
+		if (!strcmp(m->opt.pass[i].name, name))
+			return &m->opt.pass[i];
+	fail_msg("pass %s did not run", name);
+	return NULL;
+}
+
+int gb_count_op(const es_model *m, const char *op)
+{
+	int k = 0;
+	for (int n = 0; n < m->graph->n_nodes; n++)
+		k += !strcmp(m->graph->nodes[n].op_type, op);
+	return k;
+}
+
+es_model *gb_both(es_graph *(*build)(void), const es_tensor *in, size_t n_in)
+{
+	es_model *plain = gb_model(build(), true);
+	es_model *opt = gb_model(build(), false);
+	size_t n_out = es_model_num_outputs(plain);
+	es_tensor a[4], b[4];
+	es_error err = { 0 };
+	assert_true(n_out <= 4);
+	if (gb_run(plain, in, n_in, a, &err))
+		fail_msg("unoptimized run: %s", err.msg);
+	if (gb_run(opt, in, n_in, b, &err))
+		fail_msg("optimized run: %s", err.msg);
+	for (size_t o = 0; o < n_out; o++) {
+		assert_string_equal(es_model_output(plain, o)->name, es_model_output(opt, o)->name);
+		gb_assert_close(&b[o], &a[o], 1e-4, 1e-4);
+		free(a[o].data);
+		free(b[o].data);
+	}
+	es_model_release(plain);
+	es_opt_report rep;
+	assert_int_equal(es_opt_run(opt->graph, NULL, &rep, &err), 0);
+	for (int i = 0; i < rep.n_passes; i++)
+		if (rep.pass[i].changes)
+			fail_msg("pass %s changed the optimized graph again", rep.pass[i].name);
+	return opt;
+}

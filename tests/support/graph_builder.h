@@ -68,4 +68,34 @@ int gb_run(es_model *m, const es_tensor *inputs, size_t n_in, es_tensor *outs,
  * atol + rtol * |b| element by element. */
 void gb_assert_close(const es_tensor *a, const es_tensor *b, double atol, double rtol);
 
+/* ---- random data and optimizer checks ------------------------------------------ */
+
+/* The next value of the process's deterministic generator, uniform in
+ * [-1, 1] (seeded by gb_seed; the same test order gives the same data). */
+float gb_rand(void);
+void gb_seed(uint64_t seed);
+
+int64_t gb_numel(const int64_t *dims, int ndim);
+
+/* A float constant of gb_rand() * scale values. */
+int gb_rand_const(es_graph *g, const char *name, int ndim, const int64_t *dims, float scale);
+
+/* A float tensor of gb_rand() values, data malloc'ed (free with free()). */
+es_tensor gb_rand_tensor(int ndim, const int64_t *dims);
+
+/* The optimizer's statistics of pass `name` in m (fails if it did not run). */
+struct es_opt_pass_stat;
+const struct es_opt_pass_stat *gb_pass_stat(const es_model *m, const char *name);
+
+/* Nodes of op type `op` in m's graph. */
+int gb_count_op(const es_model *m, const char *op);
+
+/*
+ * Builds the graph twice, optimized and not, runs both on in[n_in] and
+ * asserts every output keeps its name and agrees within 1e-4 + 1e-4 * |b|,
+ * and that a second pipeline run on the optimized graph changes nothing
+ * (idempotent passes). Returns the optimized model (caller releases).
+ */
+es_model *gb_both(es_graph *(*build)(void), const es_tensor *in, size_t n_in);
+
 #endif

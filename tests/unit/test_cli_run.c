@@ -216,6 +216,7 @@ static void test_run_pb_inputs_json(void **state)
 		"\"p90_ms\":", "\"p99_ms\":", "\"min_ms\":", "\"max_ms\":",
 		"\"mean_ms\":", "\"throughput_per_s\":", "\"threads\":",
 		"\"iters\":5", "\"profile\":[{\"name\":", "\"op_type\":\"Add\"",
+		"\"optimizer\":[{\"pass\":", "\"nodes_before\":", "\"changes\":",
 	};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		expect_contains(out_text, keys[i]);
@@ -232,10 +233,18 @@ static void test_run_text_report(void **state)
 	static const char *const parts[] = {
 		"model ", "input 0", "x  float [3,4,5]", "output 0", "load ",
 		"first run", "p50", "p90", "p99", "throughput", "threads",
-		"per-node profile", "per-op-type summary",
+		"per-node profile", "per-op-type summary", "optimizer ", " passes, ",
+		"nodes", "changes",
 	};
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
 		expect_contains(out_text, parts[i]);
+
+	/* without the optimizer the block says so */
+	rc = run_edgeserve("run", ADD_CASE "/model.onnx", "--random", "--iters", "1",
+			   "--no-optimize", NULL);
+	if (rc)
+		fail_msg("exit %d: %s", rc, err_text);
+	expect_contains(out_text, "optimizer    off");
 }
 
 static void test_run_npy_inputs_and_save_outputs(void **state)

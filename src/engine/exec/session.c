@@ -11,6 +11,14 @@
  * state run allocates nothing. Reshape-like kernels alias their input's
  * block (a second reference), elementwise kernels may write in place into a
  * block nobody else will read.
+ *
+ * Threads: a session runs on the calling thread's OpenMP team, shared by
+ * the engine's kernels and oneDNN. Waking the team costs more than the work
+ * of a tiny node (a shape op, a small elementwise op, the matrix-vector
+ * products of a small MLP), so every node gets a thread count of its own
+ * (node_threads): one thread below a work estimate, the session's count
+ * above it. The team size is changed only when it differs from the
+ * previous node's.
  */
 #include <omp.h>
 #include <stdarg.h>
@@ -64,6 +72,9 @@ struct es_session {
 	slot *omitted_slots;
 	int max_in, max_out;
 	bool have_outputs; /* graph outputs of the last run still held */
+	unsigned char *work_kind; /* per node: how node_threads estimates work */
+	es_exec_node_hook hook;   /* called around every node when set */
+	void *hook_arg;
 };
 
 /* ---- pool ---------------------------------------------------------------- */
@@ -255,6 +266,109 @@ void *es_kctx_scratch(es_kctx *k, size_t bytes)
 	return b->data;
 }
 
+/* ---- threads per node ----------------------------------------------------- */
+
+/*
+ * How a node's work is estimated from its inputs at run time (the output
+ * shapes are not known before it runs).
+ */
+enum {
+	WORK_ELEMENTS, /* elementwise, data movement, reductions: input elements */
+	WORK_CONV,     /* multiply-adds: weight elements x input spatial size */
+	WORK_MATMUL,   /* multiply-adds: A's elements x B's last dimension */
+	WORK_GEMM,     /* multiply-adds: A's elements x N (transB picks N) */
+	WORK_GEMM_TB,
+};
+
+/*
+ * Below these a node runs on one thread. Waking the team and meeting it at
+ * the closing barrier costs a few microseconds with the other cores idle,
+ * about what one core needs for ~32 k elements of elementwise work or ~1 M
+ * multiply-adds of a memory-bound matrix-vector product; with the cores
+ * busy it costs far more (docs/engine.md, "Threading").
+ */
+#define PAR_MIN_ELEMENTS 32768
+#define PAR_MIN_MACS (1 << 20)
+
+static unsigned char work_kind_of(const es_node *n)
+{
+	const char *op = n->op_type;
+	if (strstr(op, "Conv"))
+		return n->n_inputs > 1 ? WORK_CONV : WORK_ELEMENTS;
+	if (strstr(op, "MatMul"))
+		return n->n_inputs > 1 ? WORK_MATMUL : WORK_ELEMENTS;
+	if (strstr(op, "Gemm")) {
+		int64_t tb = 0;
+		es_node_attr_int(n, "transB", 0, &tb, NULL);
+		return n->n_inputs > 1 ? (tb ? WORK_GEMM_TB : WORK_GEMM) : WORK_ELEMENTS;
+	}
+	return WORK_ELEMENTS;
+}
+
+static int64_t numel_of(const es_tensor *t)
+{
+	int64_t n = 1;
+	for (int d = 0; d < t->ndim; d++)
+		n *= t->dims[d];
+	return n;
+}
+
+/* a * b >= PAR_MIN_MACS, an overflowing product counting as large */
+static bool macs_at_least_min(int64_t a, int64_t b)
+{
+	int64_t p;
+	return __builtin_mul_overflow(a, b, &p) || p >= PAR_MIN_MACS;
+}
+
+/* Threads for node n this run: 1 for small work, else the session's. */
+static int node_threads(const es_session *s, int n, const es_tensor *const *in,
+			int n_in)
+{
+	if (s->threads <= 1)
+		return 1;
+	const es_tensor *a = n_in > 0 ? in[0] : NULL, *b = n_in > 1 ? in[1] : NULL;
+	int64_t work = 0;
+	switch (s->work_kind[n]) {
+	case WORK_CONV:
+		if (a && b && a->ndim > 2) {
+			int64_t spatial = 1;
+			for (int d = 2; d < a->ndim; d++)
+				spatial *= a->dims[d];
+			return macs_at_least_min(numel_of(b), spatial) ? s->threads : 1;
+		}
+		break;
+	case WORK_MATMUL:
+		if (a && b && b->ndim >= 1)
+			return macs_at_least_min(numel_of(a), b->dims[b->ndim - 1]) ?
+				s->threads : 1;
+		break;
+	case WORK_GEMM:
+	case WORK_GEMM_TB:
+		if (a && b && b->ndim == 2) {
+			int64_t cols = s->work_kind[n] == WORK_GEMM_TB ? b->dims[0] : b->dims[1];
+			return macs_at_least_min(numel_of(a), cols) ? s->threads : 1;
+		}
+		break;
+	default:
+		break;
+	}
+	/* elementwise and everything else: the largest input */
+	for (int i = 0; i < n_in; i++) {
+		if (!in[i])
+			continue;
+		int64_t e = numel_of(in[i]);
+		if (e > work)
+			work = e;
+	}
+	return work >= PAR_MIN_ELEMENTS ? s->threads : 1;
+}
+
+void es_exec_set_node_hook(es_session *s, es_exec_node_hook hook, void *arg)
+{
+	s->hook = hook;
+	s->hook_arg = arg;
+}
+
 /* ---- sessions ------------------------------------------------------------ */
 
 int es_session_create(es_model *m, const es_session_options *opts,
@@ -281,14 +395,16 @@ int es_session_create(es_model *m, const es_session_options *opts,
 	s->out_ptrs = calloc((size_t)s->max_out + 1, sizeof(*s->out_ptrs));
 	s->omitted = calloc((size_t)s->max_out + 1, sizeof(es_tensor));
 	s->omitted_slots = calloc((size_t)s->max_out + 1, sizeof(slot));
+	s->work_kind = calloc((size_t)g->n_nodes + 1, 1);
 	if (!s->slots || !s->remaining || !s->prof || !s->in_ptrs ||
-	    !s->out_ptrs || !s->omitted || !s->omitted_slots) {
+	    !s->out_ptrs || !s->omitted || !s->omitted_slots || !s->work_kind) {
 		es_session_destroy(s);
 		return es_error_set(err, ES_ENOMEM, "out of memory");
 	}
 	for (int n = 0; n < g->n_nodes; n++) {
 		s->prof[n].name = g->nodes[n].name;
 		s->prof[n].op_type = g->nodes[n].op_type;
+		s->work_kind[n] = work_kind_of(&g->nodes[n]);
 	}
 	es_model_retain(m);
 	*out = s;
@@ -324,6 +440,7 @@ void es_session_destroy(es_session *s)
 	free(s->out_ptrs);
 	free(s->omitted);
 	free(s->omitted_slots);
+	free(s->work_kind);
 	if (s->model)
 		es_model_release(s->model);
 	free(s);
@@ -421,7 +538,7 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 
 	/* the previous run's outputs are released now */
 	release_all(s);
-	omp_set_num_threads(s->threads);
+	int team = omp_get_max_threads(); /* the calling thread's team size */
 
 	for (int v = 0; v < g->n_values; v++) {
 		s->remaining[v] = g->values[v].n_consumers;
@@ -444,18 +561,27 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 		}
 		x.node = n;
 		x.n_scratch = 0;
+		int threads = node_threads(s, n, s->in_ptrs, node->n_inputs);
+		if (threads != team) {
+			omp_set_num_threads(threads);
+			team = threads;
+		}
 		es_kctx k = {
 			.node = node, .state = node->state,
 			.n_inputs = node->n_inputs, .inputs = s->in_ptrs,
 			.n_outputs = node->n_outputs, .outputs = s->out_ptrs,
-			.threads = s->threads, .err = err, .exec = &x,
+			.threads = threads, .err = err, .exec = &x,
 		};
+		if (s->hook)
+			s->hook(s->hook_arg, n, false);
 		uint64_t t0 = s->profile ? now_ns() : 0;
 		rc = node->op->run(&k);
 		if (s->profile) {
 			s->prof[n].total_ns += now_ns() - t0;
 			s->prof[n].calls++;
 		}
+		if (s->hook)
+			s->hook(s->hook_arg, n, true);
 		for (int i = 0; i < x.n_scratch; i++)
 			pool_put(s, x.scratch[i]);
 		if (rc) {

@@ -1,5 +1,7 @@
 /*
- * Operator family: conv (Conv, ConvTranspose), opsets 1..17.
+ * Operator family: conv (Conv, ConvTranspose), opsets 1..17, and the
+ * optimizer's FusedConv (ES_DOMAIN: Conv + bias + residual + activation,
+ * optionally channels-last; see the FusedConv section below).
  *
  * float runs through oneDNN: the primitive is created for the actual
  * problem on first run and cached in the node state (a few entries keyed
@@ -12,8 +14,12 @@
  *
  * The node state is shared by every session of a model, so the cache is
  * guarded by a mutex and entries are reference counted: an entry evicted
- * while another session executes it is freed by the last user.
+ * while another session executes it is freed by the last user. An entry
+ * also keeps the oneDNN memory objects of its last run (one run at a time
+ * takes them; a concurrent run of the same entry makes temporary ones),
+ * so steady-state runs create none.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -24,6 +30,7 @@
 #include "engine/ops/conv_ref.h"
 #include "engine/ops/families.h"
 #include "engine/ops/op_util.h"
+#include "engine/opt/opt.h"
 
 #define MAX_SP ES_CONV_MAX_SP
 #define CACHE_SLOTS 4
@@ -145,6 +152,22 @@ void es_conv_ref_f64(const es_conv_geom *g, const double *x, const double *w,
 
 /* ---- oneDNN path --------------------------------------------------------- */
 
+/* Activation a FusedConv applies last (ONNX semantics, each exactly one
+ * oneDNN eltwise algorithm). */
+enum conv_act { ACT_NONE = 0, ACT_RELU, ACT_CLIP, ACT_LEAKY_RELU };
+
+/*
+ * What a primitive does besides the convolution, and the activation
+ * layout. Part of the cache key: zero-filled before use so it compares
+ * bytewise.
+ */
+struct conv_post {
+	bool channels_last; /* X and Y are (n, spatial..., c) */
+	bool sum;           /* Y = conv + Y's previous contents (residual Z) */
+	int act;            /* enum conv_act */
+	float alpha, beta;  /* Clip min/max, LeakyRelu alpha */
+};
+
 /* A created oneDNN (de)convolution primitive and the layouts it works on. */
 struct dnnl_conv {
 	dnnl_primitive_t prim;
@@ -155,6 +178,10 @@ struct dnnl_conv {
 	dnnl_memory_desc_t wei_md;      /* the primitive's layout of W */
 	dnnl_memory_desc_t scratch_md;
 	size_t wei_bytes, scratch_bytes;
+	/* a generic oneDNN implementation (gemm-based or reference): on
+	 * NCHW activations such a primitive is several times slower than the
+	 * channels-last one, transposes included */
+	bool generic_impl;
 };
 
 static void dnnl_conv_destroy(struct dnnl_conv *dc)
@@ -204,10 +231,62 @@ static dnnl_status_t weights_user_md(dnnl_memory_desc_t *md, const es_conv_geom 
 	return es_dnnl_md_strided(md, nd, wdims, wstr, dnnl_f32);
 }
 
-/* Creates the primitive for problem g. Returns 0 or ES_EUNSUPPORTED with
- * the reason in err (the caller then runs the reference). */
+/* Describes an activation tensor of logical dims (n, c, spatial...) stored
+ * channels-last: (n, spatial..., c). */
+static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
+				      const int64_t *dims)
+{
+	int64_t str[DNNL_MAX_NDIMS];
+	int64_t s = dims[1] > 0 ? dims[1] : 1;
+	str[1] = 1;
+	for (int d = nd - 1; d >= 2; d--) {
+		str[d] = s;
+		s *= dims[d] > 0 ? dims[d] : 1;
+	}
+	str[0] = s;
+	return es_dnnl_md_strided(md, nd, dims, str, dnnl_f32);
+}
+
+/* Attaches post's sum and activation as oneDNN post-ops to attr. */
+static dnnl_status_t set_post_ops(dnnl_primitive_attr_t attr,
+				  const struct conv_post *post)
+{
+	dnnl_post_ops_t po = NULL;
+	dnnl_status_t s;
+
+	if (!post->sum && post->act == ACT_NONE)
+		return dnnl_success;
+	if ((s = dnnl_post_ops_create(&po)))
+		return s;
+	if (post->sum && (s = dnnl_post_ops_append_sum(po, 1.0f)))
+		goto out;
+	switch (post->act) {
+	case ACT_RELU:
+		s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+		break;
+	case ACT_LEAKY_RELU:
+		s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, post->alpha, 0.0f);
+		break;
+	case ACT_CLIP:
+		s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip,
+						 post->alpha, post->beta);
+		break;
+	default:
+		break;
+	}
+	if (!s)
+		s = dnnl_primitive_attr_set_post_ops(attr, po);
+out:
+	dnnl_post_ops_destroy(po);
+	return s;
+}
+
+/* Creates the primitive for problem g with the extras in post (ignored
+ * for the transposed case, which has none). Returns 0 or ES_EUNSUPPORTED
+ * with the reason in err (the caller then runs the reference). */
 static int dnnl_conv_create(struct dnnl_conv *dc, const es_conv_geom *g,
-			    bool has_bias, es_error *err)
+			    bool has_bias, const struct conv_post *post,
+			    es_error *err)
 {
 	dnnl_engine_t eng = es_dnnl_engine();
 	dnnl_primitive_attr_t attr = NULL;
@@ -241,9 +320,15 @@ static int dnnl_conv_create(struct dnnl_conv *dc, const es_conv_geom *g,
 		pl[d] = g->pad_begin[d];
 		pr[d] = g->pad_end[d];
 	}
-	if ((s = es_dnnl_md_plain(&dc->src_md, nd, sdims, dnnl_f32)) ||
-	    (s = es_dnnl_md_plain(&dc->dst_md, nd, ddims, dnnl_f32)) ||
-	    (s = es_dnnl_md_plain(&dc->bias_md, 1, &g->m, dnnl_f32)) ||
+	if (post->channels_last) {
+		if ((s = md_channels_last(&dc->src_md, nd, sdims)) ||
+		    (s = md_channels_last(&dc->dst_md, nd, ddims)))
+			return dnnl_fail(err, "memory descriptor", s);
+	} else if ((s = es_dnnl_md_plain(&dc->src_md, nd, sdims, dnnl_f32)) ||
+		   (s = es_dnnl_md_plain(&dc->dst_md, nd, ddims, dnnl_f32))) {
+		return dnnl_fail(err, "memory descriptor", s);
+	}
+	if ((s = es_dnnl_md_plain(&dc->bias_md, 1, &g->m, dnnl_f32)) ||
 	    (s = weights_user_md(&dc->wei_user_md, g, wdims, &wnd)))
 		return dnnl_fail(err, "memory descriptor", s);
 	s = dnnl_memory_desc_init_by_tag(&wei_any, wnd, wdims, dnnl_f32,
@@ -261,13 +346,17 @@ static int dnnl_conv_create(struct dnnl_conv *dc, const es_conv_geom *g,
 			return dnnl_fail(err, "convolution descriptor", s);
 		if ((s = dnnl_primitive_attr_create(&attr)) ||
 		    (s = dnnl_primitive_attr_set_scratchpad_mode(attr,
-				dnnl_scratchpad_mode_user))) {
+				dnnl_scratchpad_mode_user)) ||
+		    (s = set_post_ops(attr, post))) {
 			rc = dnnl_fail(err, "attributes", s);
 			goto out_free_attr;
 		}
 		s = dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL);
 	} else {
 		dnnl_deconvolution_desc_t dd;
+		if (post->channels_last || post->sum || post->act != ACT_NONE)
+			return es_error_set(err, ES_EUNSUPPORTED,
+					    "no fused extras for ConvTranspose");
 		s = dnnl_dilated_deconvolution_forward_desc_init(&dd,
 			dnnl_forward_inference, dnnl_deconvolution_direct,
 			&dc->src_md, &wei_any, has_bias ? &dc->bias_md : NULL,
@@ -307,6 +396,10 @@ static int dnnl_conv_create(struct dnnl_conv *dc, const es_conv_geom *g,
 		dc->scratch_md = *md;
 		dc->scratch_bytes = dnnl_memory_desc_get_size(md);
 	}
+	const char *impl = NULL;
+	if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+	    impl)
+		dc->generic_impl = strstr(impl, "gemm") || !strncmp(impl, "ref", 3);
 out_free_pd:
 	dnnl_primitive_desc_destroy(pd);
 out_free_attr:
@@ -315,45 +408,87 @@ out_free_attr:
 	return rc;
 }
 
-/* Executes dc. w is in dc->wei_md's layout; scratch has scratch_bytes. */
+/*
+ * Memory objects bound to one primitive, kept between runs: creating them
+ * costs two allocations each, rebinding a buffer (set_data_handle) none.
+ * bound[i] is the buffer mem[i] wraps.
+ */
+struct dnnl_conv_mems {
+	dnnl_memory_t mem[5];
+	const void *bound[5];
+};
+
+static void conv_mems_destroy(struct dnnl_conv_mems *m)
+{
+	for (int i = 0; i < 5; i++) {
+		if (m->mem[i])
+			dnnl_memory_destroy(m->mem[i]);
+		m->mem[i] = NULL;
+		m->bound[i] = NULL;
+	}
+}
+
+/* m->mem[i] wrapping buf (laid out as md), created or rebound. */
+static dnnl_status_t conv_mem_bind(struct dnnl_conv_mems *m, int i,
+				   const dnnl_memory_desc_t *md, const void *buf)
+{
+	dnnl_status_t s;
+	if (!m->mem[i]) {
+		if ((s = es_dnnl_memory(&m->mem[i], md, buf)))
+			return s;
+	} else if (m->bound[i] != buf) {
+		/* oneDNN takes a non-const handle; inputs are only read */
+		if ((s = dnnl_memory_set_data_handle(m->mem[i], (void *)buf)))
+			return s;
+	}
+	m->bound[i] = buf;
+	return dnnl_success;
+}
+
+/* Executes dc. w is in dc->wei_md's layout; scratch has scratch_bytes.
+ * keep (may be NULL: temporary objects) holds the memory objects. */
 static int dnnl_conv_exec(const struct dnnl_conv *dc, const float *x,
 			  const float *w, const float *b, float *y,
-			  void *scratch, es_error *err)
+			  void *scratch, struct dnnl_conv_mems *keep, es_error *err)
 {
 	dnnl_stream_t strm = es_dnnl_stream();
-	dnnl_memory_t mem[5] = { NULL };
+	struct dnnl_conv_mems local;
+	struct dnnl_conv_mems *m = keep ? keep : &local;
 	dnnl_exec_arg_t args[5];
 	dnnl_status_t s;
 	int n = 0;
 
+	if (!keep)
+		memset(&local, 0, sizeof(local));
 	if (!strm)
 		return es_error_set(err, ES_EUNSUPPORTED, "oneDNN stream unavailable");
-	if ((s = es_dnnl_memory(&mem[0], &dc->src_md, x)))
+	if ((s = conv_mem_bind(m, 0, &dc->src_md, x)))
 		goto out;
-	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SRC, mem[0] };
-	if ((s = es_dnnl_memory(&mem[1], &dc->wei_md, w)))
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SRC, m->mem[0] };
+	if ((s = conv_mem_bind(m, 1, &dc->wei_md, w)))
 		goto out;
-	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_WEIGHTS, mem[1] };
-	if ((s = es_dnnl_memory(&mem[2], &dc->dst_md, y)))
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_WEIGHTS, m->mem[1] };
+	if ((s = conv_mem_bind(m, 2, &dc->dst_md, y)))
 		goto out;
-	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DST, mem[2] };
+	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DST, m->mem[2] };
 	if (dc->has_bias) {
-		if ((s = es_dnnl_memory(&mem[3], &dc->bias_md, b)))
+		if ((s = conv_mem_bind(m, 3, &dc->bias_md, b)))
 			goto out;
-		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, mem[3] };
+		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, m->mem[3] };
 	}
 	if (dc->scratch_bytes) {
-		if ((s = es_dnnl_memory(&mem[4], &dc->scratch_md, scratch)))
+		if ((s = conv_mem_bind(m, 4, &dc->scratch_md, scratch)))
 			goto out;
-		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, mem[4] };
+		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, m->mem[4] };
 	}
 	s = dnnl_primitive_execute(dc->prim, strm, n, args);
 	if (s == dnnl_success)
 		s = dnnl_stream_wait(strm);
 out:
-	for (int i = 0; i < 5; i++)
-		if (mem[i])
-			dnnl_memory_destroy(mem[i]);
+	if (!keep)
+		conv_mems_destroy(&local);
+	else if (s != dnnl_success)
+		conv_mems_destroy(keep); /* rebuilt from scratch next time */
 	if (s != dnnl_success)
 		return dnnl_fail(err, "execution", s);
 	return 0;
@@ -366,8 +501,10 @@ int es_conv_dnnl_f32(const es_conv_geom *g, const float *x, const float *w,
 	void *packed = NULL, *scratch = NULL;
 	int rc;
 
+	struct conv_post none;
+	memset(&none, 0, sizeof(none));
 	es_dnnl_set_threads(threads);
-	rc = dnnl_conv_create(&dc, g, b != NULL, err);
+	rc = dnnl_conv_create(&dc, g, b != NULL, &none, err);
 	if (rc)
 		return rc;
 	if (dc.pack_w) {
@@ -390,7 +527,7 @@ int es_conv_dnnl_f32(const es_conv_geom *g, const float *x, const float *w,
 			goto out_free;
 		}
 	}
-	rc = dnnl_conv_exec(&dc, x, w, b, y, scratch, err);
+	rc = dnnl_conv_exec(&dc, x, w, b, y, scratch, NULL, err);
 out_free:
 	es_aligned_free(scratch);
 	es_aligned_free(packed);
@@ -405,11 +542,14 @@ out_destroy:
 struct conv_prim {
 	atomic_int refs;
 	es_conv_geom geom;
+	struct conv_post post;
 	bool has_bias;
 	bool use_ref;
 	struct dnnl_conv dc;
 	float *packed_w; /* W packed into dc.wei_md once (constant W only) */
 	uint64_t last_use;
+	atomic_flag mems_busy; /* a run is using mems */
+	struct dnnl_conv_mems mems;
 };
 
 struct conv_state {
@@ -426,6 +566,11 @@ struct conv_state {
 	int64_t output_shape[MAX_SP + 2];
 	int output_shape_len;
 
+	/* FusedConv: layout and activation (sum is decided per run) */
+	bool channels_last;
+	int act; /* enum conv_act */
+	float act_alpha, act_beta;
+
 	bool w_const;     /* W is a model constant */
 	float *w_f32;     /* constant float16/bfloat16 W converted once */
 
@@ -438,6 +583,7 @@ static void prim_put(struct conv_prim *e)
 {
 	if (!e || atomic_fetch_sub(&e->refs, 1) != 1)
 		return;
+	conv_mems_destroy(&e->mems);
 	dnnl_conv_destroy(&e->dc);
 	es_aligned_free(e->packed_w);
 	free(e);
@@ -446,6 +592,7 @@ static void prim_put(struct conv_prim *e)
 /* Builds a cache entry for g. Returns NULL only when out of memory. */
 static struct conv_prim *prim_build(const struct conv_state *st,
 				    const es_conv_geom *g, bool has_bias,
+				    const struct conv_post *post,
 				    const float *w, int threads)
 {
 	struct conv_prim *e = calloc(1, sizeof(*e));
@@ -453,10 +600,12 @@ static struct conv_prim *prim_build(const struct conv_state *st,
 
 	if (!e)
 		return NULL;
+	atomic_flag_clear(&e->mems_busy);
 	e->geom = *g;
+	e->post = *post;
 	e->has_bias = has_bias;
 	es_dnnl_set_threads(threads);
-	if (dnnl_conv_create(&e->dc, g, has_bias, &why)) {
+	if (dnnl_conv_create(&e->dc, g, has_bias, post, &why)) {
 		e->use_ref = true;
 		return e;
 	}
@@ -476,7 +625,8 @@ static struct conv_prim *prim_build(const struct conv_state *st,
 /* Returns the cache entry for g with a reference held (prim_put), creating
  * it on first sight; NULL when out of memory. */
 static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
-				  bool has_bias, const float *w, int threads)
+				  bool has_bias, const struct conv_post *post,
+				  const float *w, int threads)
 {
 	struct conv_prim *e = NULL;
 	int victim = 0;
@@ -486,7 +636,8 @@ static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
 	for (int i = 0; i < CACHE_SLOTS; i++) {
 		struct conv_prim *c = st->cache[i];
 		if (c && c->has_bias == has_bias &&
-		    !memcmp(&c->geom, g, sizeof(*g))) {
+		    !memcmp(&c->geom, g, sizeof(*g)) &&
+		    !memcmp(&c->post, post, sizeof(*post))) {
 			e = c;
 			break;
 		}
@@ -495,7 +646,7 @@ static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
 			victim = i;
 	}
 	if (!e) {
-		e = prim_build(st, g, has_bias, w, threads);
+		e = prim_build(st, g, has_bias, post, w, threads);
 		if (e) {
 			prim_put(st->cache[victim]);
 			atomic_init(&e->refs, 1); /* the cache's reference */
@@ -863,46 +1014,131 @@ static int conv_geometry(es_kctx *k, const struct conv_state *st,
 	return 0;
 }
 
-/* float problem: oneDNN through the cache, else the reference. */
-static int conv_f32(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
-		    const float *x, const float *w, const float *b, float *y)
+static bool conv_dnnl_try(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
+			  const struct conv_post *post, const float *x,
+			  const float *w, const float *b, float *y);
+
+/* dst[i][p][c] = src[i][c][p] for n images (reverse with the roles of c
+ * and p swapped): 32 x 32 tiles, parallel over tiles. */
+static void transpose_planes(const float *src, float *dst, int64_t n, int64_t rows,
+			     int64_t cols, int threads)
+{
+	const int64_t T = 32, rt = (rows + T - 1) / T, ct = (cols + T - 1) / T;
+	const int64_t tiles = n * rt * ct;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && n * rows * cols > 65536) schedule(static)
+	for (int64_t t = 0; t < tiles; t++) {
+		const int64_t i = t / (rt * ct), r0 = t / ct % rt * T, c0 = t % ct * T;
+		const int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+		const float *s = src + i * rows * cols;
+		float *d = dst + i * rows * cols;
+		for (int64_t r = r0; r < r1; r++)
+			for (int64_t c = c0; c < c1; c++)
+				d[c * rows + r] = s[r * cols + c];
+	}
+}
+
+/*
+ * An NCHW 2-D problem whose NCHW primitive is a generic implementation:
+ * X to channels-last scratch, the channels-last primitive (same extras),
+ * Y back. False (Y untouched) when that primitive is no better or scratch
+ * runs out.
+ */
+static bool conv_via_channels_last(es_kctx *k, struct conv_state *st,
+				   const es_conv_geom *g, const struct conv_post *post,
+				   const float *x, const float *w, const float *b, float *y)
+{
+	struct conv_post cl = *post;
+	const int64_t hw_in = g->in[0] * g->in[1], hw_out = g->out[0] * g->out[1];
+	int64_t nx, ny;
+	size_t bx, by;
+
+	cl.channels_last = true;
+	if (__builtin_mul_overflow(g->n * g->c, hw_in, &nx) ||
+	    __builtin_mul_overflow(g->n * g->m, hw_out, &ny) ||
+	    es_mul_size((size_t)nx, sizeof(float), &bx) ||
+	    es_mul_size((size_t)ny, sizeof(float), &by))
+		return false;
+	struct conv_prim *e = prim_get(st, g, b != NULL, &cl, w, k->threads);
+	bool usable = e && !e->use_ref && !e->dc.generic_impl;
+	prim_put(e);
+	if (!usable)
+		return false;
+	float *xt = es_kctx_scratch(k, bx ? bx : sizeof(float));
+	float *yt = es_kctx_scratch(k, by ? by : sizeof(float));
+	if (!xt || !yt)
+		return false;
+	transpose_planes(x, xt, g->n, g->c, hw_in, k->threads);
+	if (!conv_dnnl_try(k, st, g, &cl, xt, w, b, yt))
+		return false;
+	transpose_planes(yt, y, g->n, hw_out, g->m, k->threads);
+	return true;
+}
+
+/*
+ * Runs the float problem through oneDNN (the cached primitive for g and
+ * post). Returns true when Y is complete; false when oneDNN rejects the
+ * problem or scratch ran out, leaving Y's contents as they were (the
+ * caller then computes it another way).
+ */
+static bool conv_dnnl_try(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
+			  const struct conv_post *post, const float *x,
+			  const float *w, const float *b, float *y)
 {
 	struct conv_prim *e = NULL;
 	const float *wp = w;
 	void *scratch = NULL;
+	bool done = false;
 	es_error why;
 
 	if (g->n > 0 && g->c > 0)
-		e = prim_get(st, g, b != NULL, w, k->threads);
+		e = prim_get(st, g, b != NULL, post, w, k->threads);
 	if (!e || e->use_ref)
-		goto reference;
+		goto out;
+	if (e->dc.generic_impl && !post->channels_last && !post->sum && !g->transpose &&
+	    g->nsp == 2 && conv_via_channels_last(k, st, g, post, x, w, b, y)) {
+		done = true;
+		goto out;
+	}
 	if (e->dc.pack_w) {
 		if (e->packed_w) {
 			wp = e->packed_w;
 		} else {
 			float *buf = es_kctx_scratch(k, e->dc.wei_bytes);
 			if (!buf)
-				goto reference;
+				goto out;
 			es_dnnl_set_threads(k->threads);
 			if (es_dnnl_reorder(&e->dc.wei_user_md, w, &e->dc.wei_md, buf))
-				goto reference;
+				goto out;
 			wp = buf;
 		}
 	}
 	if (e->dc.scratch_bytes) {
 		scratch = es_kctx_scratch(k, e->dc.scratch_bytes);
 		if (!scratch)
-			goto reference;
+			goto out;
 	}
 	es_dnnl_set_threads(k->threads);
-	if (dnnl_conv_exec(&e->dc, x, wp, b, y, scratch, &why))
-		goto reference;
+	/* the entry's memory objects serve one run at a time; a session
+	 * running the same problem concurrently uses temporary ones */
+	bool mine = !atomic_flag_test_and_set(&e->mems_busy);
+	done = dnnl_conv_exec(&e->dc, x, wp, b, y, scratch, mine ? &e->mems : NULL,
+			      &why) == 0;
+	if (mine)
+		atomic_flag_clear(&e->mems_busy);
+out:
 	prim_put(e);
-	return 0;
+	return done;
+}
 
-reference:
-	prim_put(e);
-	es_conv_ref_f32(g, x, w, b, y, k->threads);
+/* float problem in the ONNX layout: oneDNN through the cache, else the
+ * reference. */
+static int conv_f32(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
+		    const float *x, const float *w, const float *b, float *y)
+{
+	struct conv_post none;
+	memset(&none, 0, sizeof(none));
+	if (!conv_dnnl_try(k, st, g, &none, x, w, b, y))
+		es_conv_ref_f32(g, x, w, b, y, k->threads);
 	return 0;
 }
 
@@ -979,6 +1215,289 @@ static int conv_run(es_kctx *k)
 	}
 }
 
+/* ---- FusedConv (ES_DOMAIN) ------------------------------------------------ */
+
+/*
+ * FusedConv: Y = act(Conv(X, W, B) + Z), made by the optimizer
+ * (opt/fuse_conv.c, opt/layout.c). Inputs X, W, B (optional), Z
+ * (optional residual); ONNX Conv's attributes plus
+ *   activation      "" | "Relu" | "Clip" | "LeakyRelu"
+ *   activation_min, activation_max   Clip bounds (default -inf, +inf)
+ *   alpha           LeakyRelu slope (default 0.01)
+ *   channels_last   0/1: X, Z, Y are (N, H, W, C) instead of (N, C, H, W)
+ *                   (2-D convolutions only)
+ * float only. With Z of Y's shape the sum and the activation are oneDNN
+ * post-ops and Y's buffer starts as Z (shared with Z when nothing else
+ * reads it). A Z of another shape that broadcasts (the optimizer could
+ * not see the shapes) is added after the convolution, broadcasting; the
+ * output then has the broadcast shape, as the unfused Add would.
+ */
+
+static int fused_init(es_op_init_ctx *c, void **state)
+{
+	const es_node *node = c->node;
+	const char *act;
+	int64_t cl;
+	int rc = conv_init_common(c, state, false);
+	if (rc)
+		return rc;
+	struct conv_state *st = *state;
+
+	if ((rc = es_node_attr_int(node, "channels_last", 0, &cl, c->err)) ||
+	    (rc = es_node_attr_string(node, "activation", "", &act, c->err)))
+		goto out_fail;
+	if (cl != 0 && cl != 1) {
+		rc = es_error_set(c->err, ES_EINVAL,
+				  "FusedConv node '%s': attribute channels_last is %lld, expected 0 or 1",
+				  node->name, (long long)cl);
+		goto out_fail;
+	}
+	st->channels_last = cl == 1;
+	if (st->channels_last && st->nsp && st->nsp != 2) {
+		rc = es_error_set(c->err, ES_EINVAL,
+				  "FusedConv node '%s': channels_last needs 2 spatial dims, the attributes describe %d",
+				  node->name, st->nsp);
+		goto out_fail;
+	}
+	if (!act[0]) {
+		st->act = ACT_NONE;
+	} else if (!strcmp(act, "Relu")) {
+		st->act = ACT_RELU;
+	} else if (!strcmp(act, "LeakyRelu")) {
+		st->act = ACT_LEAKY_RELU;
+		if ((rc = es_node_attr_float(node, "alpha", 0.01f, &st->act_alpha, c->err)))
+			goto out_fail;
+	} else if (!strcmp(act, "Clip")) {
+		st->act = ACT_CLIP;
+		if ((rc = es_node_attr_float(node, "activation_min", -INFINITY,
+					     &st->act_alpha, c->err)) ||
+		    (rc = es_node_attr_float(node, "activation_max", INFINITY,
+					     &st->act_beta, c->err)))
+			goto out_fail;
+		if (isnan(st->act_alpha) || isnan(st->act_beta) || st->act_alpha > st->act_beta) {
+			rc = es_error_set(c->err, ES_EINVAL,
+					  "FusedConv node '%s': Clip bounds [%g, %g] must be ordered numbers",
+					  node->name, (double)st->act_alpha, (double)st->act_beta);
+			goto out_fail;
+		}
+	} else {
+		rc = es_error_set(c->err, ES_EINVAL,
+				  "FusedConv node '%s': attribute activation is '%s', expected '', 'Relu', 'Clip' or 'LeakyRelu'",
+				  node->name, act);
+		goto out_fail;
+	}
+	return 0;
+
+out_fail:
+	conv_fini(st);
+	*state = NULL;
+	return rc;
+}
+
+static void apply_act(const struct conv_state *st, float *y, int64_t n)
+{
+	const float a = st->act_alpha, b = st->act_beta;
+	switch (st->act) {
+	case ACT_RELU:
+		for (int64_t i = 0; i < n; i++)
+			y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+		break;
+	case ACT_LEAKY_RELU:
+		for (int64_t i = 0; i < n; i++)
+			y[i] = y[i] >= 0.0f ? y[i] : a * y[i];
+		break;
+	case ACT_CLIP:
+		for (int64_t i = 0; i < n; i++) { /* min(max(y, a), b), as ONNX */
+			float v = y[i] < a ? a : y[i];
+			y[i] = v > b ? b : v;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+/* (n, c, hw) <-> (n, hw, c) for the channels-last fallbacks. */
+static void to_channels_first(const float *src, float *dst, int64_t n, int64_t c,
+			      int64_t hw)
+{
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t p = 0; p < hw; p++)
+			for (int64_t j = 0; j < c; j++)
+				dst[(i * c + j) * hw + p] = src[(i * hw + p) * c + j];
+}
+
+static void to_channels_last(const float *src, float *dst, int64_t n, int64_t c,
+			     int64_t hw)
+{
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t j = 0; j < c; j++)
+			for (int64_t p = 0; p < hw; p++)
+				dst[(i * hw + p) * c + j] = src[(i * c + j) * hw + p];
+}
+
+/* Y = conv(X, W) + B in the node's layout, without the extras. */
+static int fused_plain(es_kctx *k, struct conv_state *st, const es_conv_geom *g,
+		       const float *x, const float *w, const float *b, float *y)
+{
+	struct conv_post post;
+	memset(&post, 0, sizeof(post));
+	post.channels_last = st->channels_last;
+	if (conv_dnnl_try(k, st, g, &post, x, w, b, y))
+		return 0;
+	if (!st->channels_last) {
+		es_conv_ref_f32(g, x, w, b, y, k->threads);
+		return 0;
+	}
+	const int64_t hw_in = g->in[0] * g->in[1], hw_out = g->out[0] * g->out[1];
+	float *xc = scratch_f32(k, g->n * g->c * hw_in);
+	float *yc = scratch_f32(k, g->n * g->m * hw_out);
+	if (!xc || !yc)
+		return FAIL(k, ES_ENOMEM, "out of scratch memory");
+	to_channels_first(x, xc, g->n, g->c, hw_in);
+	es_conv_ref_f32(g, xc, w, b, yc, k->threads);
+	to_channels_last(yc, y, g->n, g->m, hw_out);
+	return 0;
+}
+
+/* out (dims od, rank nd) = a + z, both broadcasting to od (numpy rules;
+ * a and z have rank nd here, padded with leading 1s by the caller). */
+static void add_broadcast(float *out, const int64_t *od, int nd, const float *a,
+			  const int64_t *ad, const float *z, const int64_t *zd)
+{
+	int64_t as[ES_MAX_DIMS], zs[ES_MAX_DIMS], idx[ES_MAX_DIMS] = { 0 };
+	int64_t sa = 1, sz = 1, total = 1;
+	for (int d = nd - 1; d >= 0; d--) {
+		as[d] = ad[d] == 1 ? 0 : sa;
+		zs[d] = zd[d] == 1 ? 0 : sz;
+		sa *= ad[d];
+		sz *= zd[d];
+		total *= od[d];
+	}
+	for (int64_t i = 0; i < total; i++) {
+		int64_t ia = 0, iz = 0;
+		for (int d = 0; d < nd; d++) {
+			ia += idx[d] * as[d];
+			iz += idx[d] * zs[d];
+		}
+		out[i] = a[ia] + z[iz];
+		odometer_next(idx, od, nd);
+	}
+}
+
+static int fused_run(es_kctx *k)
+{
+	struct conv_state *st = k->state;
+	const es_tensor *x = es_kin(k, 0), *w = es_kin(k, 1), *b = es_kin(k, 2);
+	const es_tensor *z = es_kin(k, 3);
+	int64_t ydims[ES_MAX_DIMS];
+	es_conv_geom g;
+	es_tensor xv;
+	int rc;
+
+	if (!x || !w)
+		return FAIL(k, ES_EINVAL, "inputs X and W are required");
+	if (x->dtype != ES_DT_FLOAT || w->dtype != ES_DT_FLOAT ||
+	    (b && b->dtype != ES_DT_FLOAT) || (z && z->dtype != ES_DT_FLOAT))
+		return FAIL(k, ES_ETYPE,
+			    "inputs X (%s), W (%s), B (%s) and Z (%s) must be float",
+			    es_dtype_name(x->dtype), es_dtype_name(w->dtype),
+			    b ? es_dtype_name(b->dtype) : "absent",
+			    z ? es_dtype_name(z->dtype) : "absent");
+	xv = *x;
+	if (st->channels_last) {
+		if (x->ndim != 4)
+			return FAIL(k, ES_ESHAPE,
+				    "input X has rank %d, channels_last expects (N, H, W, C) of rank 4",
+				    x->ndim);
+		xv.dims[1] = x->dims[3];
+		xv.dims[2] = x->dims[1];
+		xv.dims[3] = x->dims[2];
+	}
+	if ((rc = conv_geometry(k, st, &xv, w, b, &g)))
+		return rc;
+
+	const int nd = x->ndim;
+	ydims[0] = g.n;
+	if (st->channels_last) {
+		ydims[1] = g.out[0];
+		ydims[2] = g.out[1];
+		ydims[3] = g.m;
+	} else {
+		ydims[1] = g.m;
+		for (int d = 0; d < g.nsp; d++)
+			ydims[2 + d] = g.out[d];
+	}
+	int64_t ny;
+	if ((rc = es_shape_numel(ydims, nd, sizeof(float), &ny)))
+		return FAIL(k, rc, "output size overflows");
+
+	const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
+	bool same = z && z->ndim == nd && !memcmp(z->dims, ydims, sizeof(int64_t) * (size_t)nd);
+	struct conv_post post;
+	memset(&post, 0, sizeof(post));
+	post.channels_last = st->channels_last;
+	post.act = st->act;
+	post.alpha = st->act_alpha;
+	post.beta = st->act_beta;
+
+	if (!z || same) {
+		bool inplace = false;
+		if (z && k->node->inputs[3] != k->node->inputs[0])
+			rc = es_kctx_output_inplace(k, 0, 3, ES_DT_FLOAT, nd, ydims, &inplace);
+		else
+			rc = es_kctx_output(k, 0, ES_DT_FLOAT, nd, ydims);
+		if (rc)
+			return rc;
+		float *y = k->outputs[0]->data;
+		if (ny == 0)
+			return 0;
+		if (z && !inplace)
+			memcpy(y, z->data, (size_t)ny * sizeof(float));
+		post.sum = z != NULL;
+		if (conv_dnnl_try(k, st, &g, &post, xd, wd, bd, y))
+			return 0;
+		float *t = y;
+		if (z && !(t = scratch_f32(k, ny)))
+			return FAIL(k, ES_ENOMEM, "out of scratch memory");
+		if ((rc = fused_plain(k, st, &g, xd, wd, bd, t)))
+			return rc;
+		if (z)
+			for (int64_t i = 0; i < ny; i++)
+				y[i] += t[i];
+		apply_act(st, y, ny);
+		return 0;
+	}
+
+	/* Z of another shape: the Add broadcasts */
+	int64_t od[ES_MAX_DIMS], ad[ES_MAX_DIMS], zd[ES_MAX_DIMS];
+	const int on = z->ndim > nd ? z->ndim : nd;
+	for (int d = 0; d < on; d++) {
+		int ia = d - (on - nd), iz = d - (on - z->ndim);
+		ad[d] = ia >= 0 ? ydims[ia] : 1;
+		zd[d] = iz >= 0 ? z->dims[iz] : 1;
+		if (ad[d] != zd[d] && ad[d] != 1 && zd[d] != 1)
+			return FAIL(k, ES_ESHAPE,
+				    "input Z (the residual added to the convolution) has dim %lld on axis %d, which does not broadcast with the convolution's %lld",
+				    (long long)zd[d], d, (long long)ad[d]);
+		od[d] = ad[d] == 1 ? zd[d] : ad[d];
+	}
+	if ((rc = es_kctx_output(k, 0, ES_DT_FLOAT, on, od)))
+		return rc;
+	es_tensor *y = k->outputs[0];
+	int64_t nout = es_tensor_numel(y);
+	if (nout == 0)
+		return 0;
+	float *t = scratch_f32(k, ny);
+	if (!t)
+		return FAIL(k, ES_ENOMEM, "out of scratch memory");
+	if (ny > 0 && (rc = fused_plain(k, st, &g, xd, wd, bd, t)))
+		return rc;
+	add_broadcast(y->data, od, on, t, ad, z->data, zd);
+	apply_act(st, y->data, nout);
+	return 0;
+}
+
 #define CONV_INPUTS (ES_T(ES_DT_FLOAT) | ES_T(ES_DT_DOUBLE) | ES_T(ES_DT_FLOAT16) | ES_T(ES_DT_BFLOAT16))
 
 static const es_op_def defs[] = {
@@ -993,6 +1512,12 @@ static const es_op_def defs[] = {
 		.min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
 		.types = CONV_INPUTS, .same_type_inputs = 0x6, .out_type = ES_OUT_SAME,
 		.init = convtr_init, .fini = conv_fini, .run = conv_run,
+	},
+	{
+		.domain = ES_DOMAIN, .op_type = "FusedConv", .since = 1,
+		.min_inputs = 2, .max_inputs = 4, .min_outputs = 1, .max_outputs = 1,
+		.types = ES_T(ES_DT_FLOAT), .same_type_inputs = 0xe, .out_type = ES_OUT_SAME,
+		.init = fused_init, .fini = conv_fini, .run = fused_run,
 	},
 };
 

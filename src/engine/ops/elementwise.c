@@ -33,6 +33,7 @@
 #include "base/fp16.h"
 #include "engine/ops/families.h"
 #include "engine/ops/op_util.h"
+#include "engine/opt/opt.h"
 
 /* Below this many elements a kernel runs on one thread. */
 #define PAR_MIN_ELEMS (1 << 15)
@@ -444,7 +445,9 @@ static void bc_apply(const es_kctx *k, es_tensor *out, int nin,
 #define FMODS(x, y, S, C, U) ((y) == -1 ? (C)0 : (C)((x) % (y)))
 #define MODU(x, y, S, C, U) ((C)((x) % (y)))
 #define MODS(x, y, S, C, U) (py_mod_i64((x), (y)))
-#define POWF(x, y, S, C, U) (pow((x), (y)))
+/* x^2 (LayerNorm exports square with Pow) is exactly x * x, and far
+ * cheaper than pow. */
+#define POWF(x, y, S, C, U) ((y) == 2 ? (x) * (x) : pow((x), (y)))
 #define POWS(x, y, S, C, U) ((C)ipow_u64((uint64_t)(x), (int64_t)(y), (x) < 0))
 #define POWU(x, y, S, C, U) ((C)ipow_u64((uint64_t)(x), (int64_t)(y), false))
 #define PRELUF(x, y, S, C, U) ((x) < 0 ? (y) * (x) : (x))
@@ -1099,6 +1102,8 @@ typedef void (*un_fn)(int64_t n, void *out, const void *in,
 #define SIGMOID(x, C, U, p) ((x) >= 0 ? K(C, 1) / (K(C, 1) + exp(-(x))) \
 				      : exp(x) / (K(C, 1) + exp(x)))
 #define RELU(x, C, U, p) ((x) < 0 ? K(C, 0) : (x))
+/* the exact (erf) GELU: the optimizer's fused Gelu (fuse_gelu.c) */
+#define GELU(x, C, U, p) (K(C, 0.5) * (x) * (K(C, 1) + erf((x) * K(C, 0.70710678118654752440))))
 #define LEAKY(x, C, U, p) ((x) < 0 ? K(C, p->alpha) * (x) : (x))
 #define ELU(x, C, U, p) ((x) < 0 ? K(C, p->alpha) * expm1(x) : (x))
 #define SELU(x, C, U, p) \
@@ -1138,7 +1143,7 @@ TYPES_FLOAT(UN_FN, NEGF) TYPES_SINT(UN_FN, NEGI)
 TYPES_FLOAT(UN_FN, ABSF) TYPES_SINT(UN_FN, ABSS) TYPES_UINT(UN_FN, ABSU)
 TYPES_FLOAT(UN_FN, RECIP) TYPES_FLOAT(UN_FN, ERF) TYPES_INT(UND_FN, ERF)
 TYPES_FLOAT(UN_FN, TANH) TYPES_FLOAT(UN_FN, SIGMOID)
-TYPES_FLOAT(UN_FN, RELU) TYPES_SINT(UN_FN, RELU)
+TYPES_FLOAT(UN_FN, RELU) TYPES_SINT(UN_FN, RELU) TYPES_FLOAT(UN_FN, GELU)
 TYPES_FLOAT(UN_FN, LEAKY) TYPES_FLOAT(UN_FN, ELU) TYPES_FLOAT(UN_FN, SELU)
 TYPES_FLOAT(UN_FN, CELU) TYPES_FLOAT(UN_FN, THRELU)
 TYPES_FLOAT(UN_FN, SOFTPLUS) TYPES_FLOAT(UN_FN, SOFTSIGN)
@@ -1180,6 +1185,7 @@ static const un_desc un_descs[] = {
 	{ "Tanh", false, NOATTR, { TYPES_FLOAT(FN_ENTRY, TANH) } },
 	{ "Sigmoid", false, NOATTR, { TYPES_FLOAT(FN_ENTRY, SIGMOID) } },
 	{ "Relu", false, NOATTR, { TYPES_FLOAT(FN_ENTRY, RELU) TYPES_SINT(FN_ENTRY, RELU) } },
+	{ "Gelu", false, NOATTR, { TYPES_FLOAT(FN_ENTRY, GELU) } },
 	{ "LeakyRelu", false, ALPHA(0.01f), { TYPES_FLOAT(FN_ENTRY, LEAKY) } },
 	{ "Elu", false, ALPHA(1.0f), { TYPES_FLOAT(FN_ENTRY, ELU) } },
 	{ "Selu", false, { { "alpha", 1.67326319217681884765625f }, { NULL, 0 },
@@ -1684,6 +1690,11 @@ static const es_op_def defs[] = {
 	UNARY("Neg", 1, T_SNUM), UNARY("Abs", 1, T_NUM),
 	UNARY("Reciprocal", 1, T_F), UNARY("Erf", 9, T_NUM),
 	UNARY("Tanh", 1, T_F), UNARY("Sigmoid", 1, T_F), UNARY("Relu", 1, T_SNUM),
+	/* the optimizer's fused GELU (fuse_gelu.c) */
+	{ .domain = ES_DOMAIN, .op_type = "Gelu", .since = 1, .min_inputs = 1,
+	  .max_inputs = 1, .min_outputs = 1, .max_outputs = 1, .types = T_F,
+	  .out_type = ES_OUT_SAME, .init = un_init, .fini = es_op_state_free,
+	  .run = un_run },
 	UNARY("LeakyRelu", 1, T_F), UNARY("Elu", 1, T_F),
 	ROW("Selu", 1, 5, 1, 1, T_F, 0, ES_OUT_SAME, ES_DT_UNDEFINED, selu1_init, un_run),
 	UNARY("Selu", 6, T_F),

@@ -10,8 +10,10 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
+#include "engine/opt/opt.h"
 #include "engine/ops/families.h"
 #include "engine/ops/op_util.h"
 
@@ -499,6 +501,158 @@ bad:
 	return NULL;
 }
 
+/*
+ * The float fast path: X, Scale and B float, Scale and B exactly one value
+ * per element of a normalised row (no broadcasting inside the row). One
+ * pass gathers the row's sums of x - x[0] and of its squares (shifting by
+ * a sample of the row keeps the variance from cancelling when the mean is
+ * large against the spread), eight lanes at a time; lane sums are moved
+ * into double every 512 elements so long rows do not lose precision. A
+ * second pass writes (x - mean) * inv * scale + bias. Built once for
+ * AVX2+FMA and once for the baseline ISA.
+ */
+typedef float v8f __attribute__((vector_size(32)));
+/* always inlined into both builds below: no vector crosses a call */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+static inline __attribute__((always_inline)) void
+ln_rows_body(const float *x, float *y, int64_t rows, int64_t D,
+	     const float *scale, const float *bias, float eps, float *mean_out,
+	     float *inv_out)
+{
+	for (int64_t o = 0; o < rows; o++, x += D, y += D) {
+		double s1 = 0, s2 = 0;
+		float x0 = x[0];
+		v8f vx0 = (v8f){ 0 } + x0;
+		int64_t i = 0;
+		while (i + 8 <= D) {
+			v8f a1 = { 0 }, a2 = { 0 };
+			int64_t stop = i + 512 < D ? i + 512 : D;
+			for (; i + 8 <= stop; i += 8) {
+				v8f v;
+				memcpy(&v, x + i, sizeof(v));
+				v -= vx0;
+				a1 += v;
+				a2 += v * v;
+			}
+			for (int l = 0; l < 8; l++) {
+				s1 += a1[l];
+				s2 += a2[l];
+			}
+		}
+		for (; i < D; i++) {
+			double d = (double)x[i] - x0;
+			s1 += d;
+			s2 += d * d;
+		}
+		double dm = s1 / (double)D;
+		double var = s2 / (double)D - dm * dm;
+		if (var < 0)
+			var = 0;
+		/* centre as (x - x0) - dm: x - x0 is exact for nearby values,
+		 * while a mean rounded to float far from zero is not */
+		float dmf = (float)dm;
+		float inv = (float)(1.0 / sqrt(var + eps));
+		v8f vdm = (v8f){ 0 } + dmf, vi = (v8f){ 0 } + inv;
+		for (i = 0; i + 8 <= D; i += 8) {
+			v8f v, sc, b = { 0 };
+			memcpy(&v, x + i, sizeof(v));
+			memcpy(&sc, scale + i, sizeof(sc));
+			if (bias)
+				memcpy(&b, bias + i, sizeof(b));
+			v = ((v - vx0) - vdm) * vi * sc + b;
+			memcpy(y + i, &v, sizeof(v));
+		}
+		for (; i < D; i++)
+			y[i] = ((x[i] - x0) - dmf) * inv * scale[i] + (bias ? bias[i] : 0.0f);
+		if (mean_out) {
+			mean_out[o] = (float)(x0 + dm);
+			inv_out[o] = inv;
+		}
+	}
+}
+
+__attribute__((target("avx2,fma")))
+static void ln_rows_avx2(const float *x, float *y, int64_t rows, int64_t D,
+			 const float *scale, const float *bias, float eps,
+			 float *mean_out, float *inv_out)
+{
+	ln_rows_body(x, y, rows, D, scale, bias, eps, mean_out, inv_out);
+}
+
+static void ln_rows_base(const float *x, float *y, int64_t rows, int64_t D,
+			 const float *scale, const float *bias, float eps,
+			 float *mean_out, float *inv_out)
+{
+	ln_rows_body(x, y, rows, D, scale, bias, eps, mean_out, inv_out);
+}
+
+/* True when parameter t holds exactly one value per element of a row of
+ * the D elements X[axis:] in X's own order (its dims are X's trailing
+ * dims, leading ones of the row may be absent). */
+static bool ln_param_is_row(const es_tensor *t, const es_tensor *X,
+			    int64_t axis, int64_t D)
+{
+	if (t->dtype != ES_DT_FLOAT || t->ndim > X->ndim - axis ||
+	    es_tensor_numel(t) != D)
+		return false;
+	for (int d = 0; d < t->ndim; d++)
+		if (t->dims[d] != X->dims[X->ndim - t->ndim + d])
+			return false;
+	return true;
+}
+
+/* Runs the fast path when it applies; returns 1 when it did not (the
+ * general kernel then runs), 0 or an error code otherwise. */
+static int ln_run_f32(es_kctx *k, const ln_state *st, const es_tensor *X,
+		      const es_tensor *sc, const es_tensor *bi, int64_t axis,
+		      int64_t outer, int64_t D)
+{
+	int rc;
+	if (X->dtype != ES_DT_FLOAT || D == 0 || st->stash != ES_DT_FLOAT ||
+	    !ln_param_is_row(sc, X, axis, D) ||
+	    (bi && !ln_param_is_row(bi, X, axis, D)))
+		return 1;
+	if ((rc = output_like(k, X)))
+		return rc;
+	float *stats[2] = { NULL, NULL };
+	int64_t sdims[ES_MAX_DIMS];
+	for (int d = 0; d < X->ndim; d++)
+		sdims[d] = d < axis ? X->dims[d] : 1;
+	for (int i = 1; i <= 2 && i < k->n_outputs; i++) {
+		if ((rc = es_kctx_output(k, i, ES_DT_FLOAT, X->ndim, sdims)))
+			return rc;
+		stats[i - 1] = k->outputs[i]->data;
+	}
+	if (stats[0] && !stats[1]) {
+		stats[1] = es_op_scratch(k, outer, sizeof(float));
+		if (!stats[1])
+			return k->err->code;
+	}
+	const float *x = X->data, *scale = sc->data;
+	const float *bias = bi ? bi->data : NULL;
+	float *y = k->outputs[0]->data;
+	bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	bool par = k->threads > 1 && outer > 1 && outer * D > 16384;
+	int team = par ? k->threads : 1;
+	float eps = st->epsilon;
+	#pragma omp parallel num_threads(team) if(par)
+	{
+		int nt = par ? omp_get_num_threads() : 1;
+		int id = par ? omp_get_thread_num() : 0;
+		int64_t lo = outer * id / nt, hi = outer * (id + 1) / nt;
+		float *m = stats[0] ? stats[0] + lo : NULL;
+		float *iv = stats[0] ? stats[1] + lo : NULL;
+		if (avx2)
+			ln_rows_avx2(x + lo * D, y + lo * D, hi - lo, D, scale,
+				     bias, eps, m, iv);
+		else
+			ln_rows_base(x + lo * D, y + lo * D, hi - lo, D, scale,
+				     bias, eps, m, iv);
+	}
+	return 0;
+}
+
 static int ln_run(es_kctx *k)
 {
 	const ln_state *st = k->state;
@@ -528,6 +682,8 @@ static int ln_run(es_kctx *k)
 		else
 			D *= X->dims[d];
 	}
+	if ((rc = ln_run_f32(k, st, X, sc, bi, axis, outer, D)) <= 0)
+		return rc;
 	int64_t sdims[ES_MAX_DIMS];
 	for (int d = 0; d < r; d++)
 		sdims[d] = d < axis ? X->dims[d] : 1;
@@ -788,6 +944,12 @@ static const es_op_def defs[] = {
 	ROW("BatchNormalization", 15, 0, 5, 5, 3, NORM_T_NEW, 0x1, bn_init, bn_run),
 	ROW("InstanceNormalization", 1, 0, 3, 3, 1, NORM_T_OLD, 0x7, instnorm_init, instnorm_run),
 	ROW("LayerNormalization", 17, 0, 2, 3, 3, NORM_T_NEW, 0x7, ln_init, ln_run),
+	/* the optimizer's fused LayerNormalization for models below opset 17
+	 * (fuse_norm.c): the same operator and kernel */
+	{ .domain = ES_DOMAIN, .op_type = "LayerNormalization", .since = 1,
+	  .min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 3,
+	  .types = NORM_T_NEW, .same_type_inputs = 0x7, .out_type = ES_OUT_SAME,
+	  .init = ln_init, .fini = es_op_state_free, .run = ln_run },
 	ROW("LpNormalization", 1, 0, 1, 1, 1, NORM_T_OLD, 0x1, lp_init, lp_run),
 	ROW("MeanVarianceNormalization", 9, 12, 1, 1, 1, NORM_T_OLD, 0x1, mvn_init, mvn_run),
 	ROW("MeanVarianceNormalization", 13, 0, 1, 1, 1, NORM_T_NEW, 0x1, mvn_init, mvn_run),

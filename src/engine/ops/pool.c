@@ -8,6 +8,12 @@
  * float and double compute directly; float16, int8 and uint8 go through
  * double scratch and back.
  *
+ * The ES_DOMAIN forms of MaxPool, AveragePool, GlobalMaxPool and
+ * GlobalAveragePool take the same attributes plus channels_last (0/1):
+ * with 1, X and Y are float (N, H, W, C) (2-D kernels only, no Indices)
+ * and the loops run over contiguous channels (the optimizer's layout
+ * pass, opt/layout.c, makes them).
+ *
  * Output size (NOTSET/VALID): floor or, with ceil_mode, ceil of
  * (in + pads - dilated kernel) / stride, plus 1; in ceil mode a last window
  * that would start in the end padding is dropped (the ONNX shape inference
@@ -24,6 +30,7 @@
 #include "base/fp16.h"
 #include "engine/ops/families.h"
 #include "engine/ops/op_util.h"
+#include "engine/opt/opt.h"
 
 #define MAX_SP 3 /* spatial dims of non-global pools */
 
@@ -42,6 +49,7 @@ struct pool_state {
 	bool count_include_pad;
 	bool col_major; /* storage_order 1: Indices count column-major */
 	double p;       /* LpPool */
+	bool channels_last; /* ES_DOMAIN forms: X and Y are (N, H, W, C) */
 };
 
 /* A problem normalised to three spatial dims. */
@@ -203,6 +211,69 @@ static void pool_f64(const struct pool_geom *g, const double *x, double *y,
 		pool_plane_f64(g, x, y, ind, p);
 }
 
+/*
+ * Channels-last float pooling of a 2-D (or global) problem: x is
+ * (n, in[1], in[2], c), y is (n, out[1], out[2], c); the axis-0 entries of
+ * g are the unit axis normalisation prepends. Each output position is a
+ * row of c contiguous channels, so the inner loops run over channels.
+ */
+static void pool_nhwc_f32(const struct pool_geom *g, const float *x, float *y,
+			  int64_t n, int64_t c, int threads)
+{
+	enum { CB = 64 }; /* channels per block: the accumulators stay in registers */
+	const int64_t H = g->in[1], W = g->in[2];
+	const int64_t OH = g->out[1], OW = g->out[2];
+	const int64_t positions = n * OH * OW;
+	const bool is_max = g->kind == POOL_MAX;
+	double work = (double)positions * c * g->k[1] * g->k[2];
+
+#pragma omp parallel for num_threads(threads) if (threads > 1 && positions > 1 && work > 32768.0) schedule(static)
+	for (int64_t pos = 0; pos < positions; pos++) {
+		const int64_t img = pos / (OH * OW), oh = pos / OW % OH, ow = pos % OW;
+		const int64_t sh = oh * g->s[1] - g->pb[1], sw = ow * g->s[2] - g->pb[2];
+		int64_t h0, h1, w0, w1, ch, cw;
+		window(sh, H, g->k[1], g->dil[1], g->pe[1], &h0, &h1, &ch);
+		window(sw, W, g->k[2], g->dil[2], g->pe[2], &w0, &w1, &cw);
+		float scale = 1.0f;
+		if (!is_max) {
+			double cnt = g->count_include_pad ? (double)ch * cw :
+				     (double)(h1 - h0) * (w1 - w0);
+			scale = cnt > 0 ? (float)(1.0 / cnt) : 0.0f;
+		}
+		for (int64_t c0 = 0; c0 < c; c0 += CB) {
+			const int64_t nc = c - c0 < CB ? c - c0 : CB;
+			float acc[CB];
+			for (int64_t j = 0; j < CB; j++)
+				acc[j] = is_max ? -INFINITY : 0.0f;
+			for (int64_t jh = h0; jh < h1; jh++) {
+				const int64_t ih = sh + jh * g->dil[1];
+				for (int64_t jw = w0; jw < w1; jw++) {
+					const int64_t iw = sw + jw * g->dil[2];
+					const float *xr = x + ((img * H + ih) * W + iw) * c + c0;
+					if (nc == CB) {
+						if (is_max)
+							for (int64_t j = 0; j < CB; j++)
+								acc[j] = xr[j] > acc[j] ? xr[j] : acc[j];
+						else
+							for (int64_t j = 0; j < CB; j++)
+								acc[j] += xr[j];
+					} else {
+						if (is_max)
+							for (int64_t j = 0; j < nc; j++)
+								acc[j] = xr[j] > acc[j] ? xr[j] : acc[j];
+						else
+							for (int64_t j = 0; j < nc; j++)
+								acc[j] += xr[j];
+					}
+				}
+			}
+			float *yr = y + pos * c + c0;
+			for (int64_t j = 0; j < nc; j++)
+				yr[j] = is_max ? acc[j] : acc[j] * scale;
+		}
+	}
+}
+
 /* ---- attributes ----------------------------------------------------------- */
 
 static int attr_ints(const es_op_init_ctx *c, const char *name, int64_t *out,
@@ -273,6 +344,18 @@ static int pool_init_common(es_op_init_ctx *c, void **state, enum pool_kind kind
 			goto out_fail;
 		}
 	}
+	if (node->domain && !strcmp(node->domain, ES_DOMAIN)) {
+		int64_t cl;
+		if ((rc = es_node_attr_int(node, "channels_last", 0, &cl, c->err)))
+			goto out_fail;
+		if (cl != 0 && cl != 1) {
+			rc = es_error_set(c->err, ES_EINVAL,
+					  "%s node '%s': attribute channels_last is %lld, expected 0 or 1",
+					  node->op_type, node->name, (long long)cl);
+			goto out_fail;
+		}
+		st->channels_last = cl == 1;
+	}
 	if (global) {
 		*state = st;
 		return 0;
@@ -322,6 +405,12 @@ static int pool_init_common(es_op_init_ctx *c, void **state, enum pool_kind kind
 		goto out_fail;
 	}
 	st->col_major = v == 1;
+	if (st->channels_last && st->nsp != 2) {
+		rc = es_error_set(c->err, ES_EINVAL,
+				  "%s node '%s': channels_last needs 2 spatial dims, kernel_shape has %d",
+				  node->op_type, node->name, st->nsp);
+		goto out_fail;
+	}
 	*state = st;
 	return 0;
 
@@ -442,6 +531,42 @@ static int pool_geometry(es_kctx *k, const struct pool_state *st,
 	return 0;
 }
 
+/* The ES_DOMAIN channels-last forms: X (N, H, W, C), float only, no
+ * Indices output. */
+static int pool_run_nhwc(es_kctx *k, const struct pool_state *st, const es_tensor *x)
+{
+	int64_t ydims[ES_MAX_DIMS], yl[4];
+	struct pool_geom g;
+	es_tensor xv;
+	int rc;
+
+	if (x->dtype != ES_DT_FLOAT)
+		return es_kctx_fail(k, ES_ETYPE, "input X has type %s, channels_last expects float",
+				    es_dtype_name(x->dtype));
+	if (x->ndim != 4)
+		return es_kctx_fail(k, ES_ESHAPE,
+				    "input X has rank %d, channels_last expects (N, H, W, C) of rank 4",
+				    x->ndim);
+	if (es_op_has_output(k, 1))
+		return es_kctx_fail(k, ES_EINVAL, "channels_last pooling has no Indices output");
+	xv = *x;
+	xv.dims[1] = x->dims[3];
+	xv.dims[2] = x->dims[1];
+	xv.dims[3] = x->dims[2];
+	if ((rc = pool_geometry(k, st, &xv, &g, ydims)))
+		return rc;
+	yl[0] = ydims[0];
+	yl[1] = ydims[2];
+	yl[2] = ydims[3];
+	yl[3] = ydims[1];
+	if ((rc = es_kctx_output(k, 0, ES_DT_FLOAT, 4, yl)))
+		return rc;
+	if (g.planes == 0 || g.sp_out == 0)
+		return 0;
+	pool_nhwc_f32(&g, x->data, k->outputs[0]->data, x->dims[0], x->dims[3], k->threads);
+	return 0;
+}
+
 static int pool_run(es_kctx *k)
 {
 	const struct pool_state *st = k->state;
@@ -452,6 +577,8 @@ static int pool_run(es_kctx *k)
 
 	if (!x)
 		return es_kctx_fail(k, ES_EINVAL, "input X is required");
+	if (st->channels_last)
+		return pool_run_nhwc(k, st, x);
 	es_dtype dt = x->dtype;
 	bool ok = es_op_is_float(dt) ||
 		  (st->kind == POOL_MAX && !st->global &&
@@ -562,6 +689,15 @@ static int pool_run(es_kctx *k)
 		.init = initf, .fini = es_op_state_free, .run = pool_run,            \
 	}
 
+#define ES_POOL_ROW(name, initf)                                              \
+	{                                                                     \
+		.domain = ES_DOMAIN, .op_type = name, .since = 1,             \
+		.min_inputs = 1, .max_inputs = 1,                             \
+		.min_outputs = 1, .max_outputs = 1,                           \
+		.types = POOL_FLOATS, .out_type = ES_OUT_SAME,                \
+		.init = initf, .fini = es_op_state_free, .run = pool_run,     \
+	}
+
 static const es_op_def defs[] = {
 	/* MaxPool-8 added the Indices output, -12 int8/uint8 */
 	POOL_ROW("MaxPool", 1, 7, 1, POOL_FLOATS, maxpool_init),
@@ -572,6 +708,11 @@ static const es_op_def defs[] = {
 	POOL_ROW("GlobalMaxPool", 1, 0, 1, POOL_FLOATS, gmaxpool_init),
 	POOL_ROW("GlobalAveragePool", 1, 0, 1, POOL_FLOATS, gavgpool_init),
 	POOL_ROW("GlobalLpPool", 1, 0, 1, POOL_FLOATS, glppool_init),
+	/* the optimizer's forms with the channels_last attribute (opt/layout.c) */
+	ES_POOL_ROW("MaxPool", maxpool_init),
+	ES_POOL_ROW("AveragePool", avgpool_init),
+	ES_POOL_ROW("GlobalMaxPool", gmaxpool_init),
+	ES_POOL_ROW("GlobalAveragePool", gavgpool_init),
 };
 
 const es_op_table es_ops_pool = { defs, sizeof(defs) / sizeof(defs[0]) };

@@ -12,6 +12,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -139,6 +140,136 @@ typedef struct sm_state {
 DEFINE_SOFTMAX(float, f32, expf, logf)
 DEFINE_SOFTMAX(double, f64, exp, log)
 
+/*
+ * The float Softmax over contiguous rows, the common case (attention
+ * scores): max, exp and sum, scale, eight lanes at a time with a
+ * polynomial exp, built once for AVX2+FMA and once for the baseline ISA.
+ *
+ * exp8 is exp for x <= 88 (Softmax only feeds it x - max <= 0): x is split
+ * into n ln2 + r with |r| <= ln2 / 2, exp(r) is a degree-6 Taylor
+ * polynomial (relative error < 2e-7) and 2^n is built in the exponent
+ * bits. Below -87 the result flushes to 0, which is what a sum of terms
+ * that include exp(0) = 1 cannot tell apart. NaN propagates: every step is
+ * float arithmetic and the integer part only builds the scale.
+ */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* The helpers below are always inlined into the two builds of the row
+ * loop, so no vector crosses a call boundary (the psabi note is moot). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+/* Lane-wise c ? a : b (c from a vector comparison: all ones or zero). */
+static inline __attribute__((always_inline)) v8f sel8(v8i c, v8f a, v8f b)
+{
+	return (v8f)(((v8i)a & c) | ((v8i)b & ~c));
+}
+
+static inline __attribute__((always_inline)) v8f exp8(v8f x)
+{
+	const v8f lo = (v8f){ 0 } - 87.0f, hi = (v8f){ 0 } + 88.0f;
+	x = sel8(x < lo, lo, x);
+	x = sel8(x > hi, hi, x);
+	/* round x / ln2 to an integer in the low mantissa bits of j */
+	v8f j = x * 1.44269504088896341f + 12582912.0f;
+	v8f n = j - 12582912.0f;
+	v8f r = x - n * 0.693145751953125f;
+	r = r - n * 1.428606765330187045e-06f;
+	v8f p = (v8f){ 0 } + (1.0f / 720);
+	p = p * r + (1.0f / 120);
+	p = p * r + (1.0f / 24);
+	p = p * r + (1.0f / 6);
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	v8i bits;
+	memcpy(&bits, &j, sizeof(bits));
+	/* n sits in j's low mantissa bits; moved into the exponent field
+	 * it gives 2^n (unsigned shifts: no overflow questions) */
+	typedef uint32_t v8u __attribute__((vector_size(32)));
+	v8u e = ((v8u)bits << 23) + (127u << 23);
+	v8f scale;
+	memcpy(&scale, &e, sizeof(scale));
+	return p * scale;
+}
+
+static inline __attribute__((always_inline)) float exp1(float x)
+{
+	v8f v = (v8f){ 0 } + x;
+	return exp8(v)[0];
+}
+
+static inline __attribute__((always_inline)) void
+softmax_rows_body(const float *x, float *y, int64_t rows, int64_t n)
+{
+	for (int64_t o = 0; o < rows; o++, x += n, y += n) {
+		int64_t a = 0;
+		v8f vmx = (v8f){ 0 } + x[0];
+		for (; a + 8 <= n; a += 8) {
+			v8f v;
+			memcpy(&v, x + a, sizeof(v));
+			/* v > vmx is false for NaN: NaN rows still end NaN
+			 * through the sum below */
+			vmx = sel8(v > vmx, v, vmx);
+		}
+		float mx = vmx[0];
+		for (int i = 1; i < 8; i++)
+			mx = vmx[i] > mx ? vmx[i] : mx;
+		for (; a < n; a++)
+			mx = x[a] > mx ? x[a] : mx;
+
+		v8f vsum = { 0 };
+		v8f vm = (v8f){ 0 } + mx;
+		for (a = 0; a + 8 <= n; a += 8) {
+			v8f v;
+			memcpy(&v, x + a, sizeof(v));
+			v = exp8(v - vm);
+			memcpy(y + a, &v, sizeof(v));
+			vsum += v;
+		}
+		float sum = 0;
+		for (int i = 0; i < 8; i++)
+			sum += vsum[i];
+		for (; a < n; a++) {
+			y[a] = exp1(x[a] - mx);
+			sum += y[a];
+		}
+		float inv = 1.0f / sum;
+		for (a = 0; a < n; a++)
+			y[a] *= inv;
+	}
+}
+
+__attribute__((target("avx2,fma")))
+static void softmax_rows_avx2(const float *x, float *y, int64_t rows, int64_t n)
+{
+	softmax_rows_body(x, y, rows, n);
+}
+
+static void softmax_rows_base(const float *x, float *y, int64_t rows, int64_t n)
+{
+	softmax_rows_body(x, y, rows, n);
+}
+
+/* Softmax of float rows of n contiguous elements (x == y allowed). */
+static void softmax_rows_f32(const float *x, float *y, int64_t outer,
+			     int64_t n, int threads)
+{
+	bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	bool par = threads > 1 && outer > 1 && outer * n > 16384;
+	int team = par ? threads : 1;
+	#pragma omp parallel num_threads(team) if(par)
+	{
+		int nt = par ? omp_get_num_threads() : 1;
+		int id = par ? omp_get_thread_num() : 0;
+		int64_t lo = outer * id / nt, hi = outer * (id + 1) / nt;
+		if (avx2)
+			softmax_rows_avx2(x + lo * n, y + lo * n, hi - lo, n);
+		else
+			softmax_rows_base(x + lo * n, y + lo * n, hi - lo, n);
+	}
+}
+
 static int sm_init(es_op_init_ctx *c, void **state)
 {
 	const es_node *n = c->node;
@@ -204,7 +335,10 @@ static int sm_run(es_kctx *k, enum sm_mode mode)
 	int64_t total = outer * n * inner;
 	switch (dt) {
 	case ES_DT_FLOAT:
-		run_f32(X->data, Y->data, outer, n, inner, mode, k->threads);
+		if (mode == SM_SOFTMAX && inner == 1)
+			softmax_rows_f32(X->data, Y->data, outer, n, k->threads);
+		else
+			run_f32(X->data, Y->data, outer, n, inner, mode, k->threads);
 		break;
 	case ES_DT_DOUBLE:
 		run_f64(X->data, Y->data, outer, n, inner, mode, k->threads);

@@ -352,10 +352,21 @@ static int run_transpose(es_kctx *k)
 		return es_kctx_fail(k, ES_ESHAPE,
 				    "perm has %d entries but the input has rank %d",
 				    st->n_perm, r);
+	/* a permutation that moves only size-1 axes keeps the element order:
+	 * the output is a view (e.g. (N, 1, 1, C) -> (N, C, 1, 1) after a
+	 * channels-last global pool) */
+	bool order_kept = true;
+	int last_moved = -1;
 	for (int i = 0; i < r; i++) {
 		perm[i] = st->n_perm ? (int)st->perm[i] : r - 1 - i;
 		out[i] = x->dims[perm[i]];
+		if (out[i] != 1) {
+			order_kept = order_kept && perm[i] > last_moved;
+			last_moved = perm[i];
+		}
 	}
+	if (order_kept)
+		return es_kctx_output_alias(k, 0, 0, r, out);
 	rc = es_kctx_output(k, 0, x->dtype, r, out);
 	if (rc)
 		return rc;

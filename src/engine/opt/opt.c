@@ -9,6 +9,13 @@
  * plain patterns, then fusions, then layout. */
 const es_pass *const es_opt_default_passes[] = {
 	&es_pass_eliminate_identity,
+	&es_pass_conv_bn_fold,
+	&es_pass_fuse_conv,
+	&es_pass_fuse_layernorm,
+	&es_pass_fuse_gelu,
+	&es_pass_fuse_matmul,
+	&es_pass_layout_nhwc,       /* layout last: it sees the fused ops */
+	&es_pass_transpose_cleanup,
 };
 const size_t es_opt_default_passes_n =
 	sizeof(es_opt_default_passes) / sizeof(es_opt_default_passes[0]);

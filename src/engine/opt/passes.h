@@ -13,4 +13,26 @@
  * (inference: Dropout passes its input through). */
 extern const es_pass es_pass_eliminate_identity;
 
+/* fuse_conv.c: Conv + BatchNormalization folding; Conv [+ Add]
+ * [+ Relu | Clip | LeakyRelu] into FusedConv. */
+extern const es_pass es_pass_conv_bn_fold;
+extern const es_pass es_pass_fuse_conv;
+
+/* layout.c: channels-last regions of 2-D convolutions; cancelling
+ * Transpose pairs. */
+extern const es_pass es_pass_layout_nhwc;
+extern const es_pass es_pass_transpose_cleanup;
+
+/* fuse_norm.c: LayerNormalization from its decomposed export (ReduceMean,
+ * Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add). */
+extern const es_pass es_pass_fuse_layernorm;
+
+/* fuse_gelu.c: the erf GELU's Div, Erf, Add, Mul, Mul into one ES_DOMAIN
+ * Gelu. */
+extern const es_pass es_pass_fuse_gelu;
+
+/* fuse_matmul.c: MatMul + bias Add [+ Relu or Gelu] and Gemm [+ Relu or
+ * Gelu] with a constant B into one ES_DOMAIN FusedMatMul. */
+extern const es_pass es_pass_fuse_matmul;
+
 #endif

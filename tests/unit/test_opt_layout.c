@@ -1,0 +1,493 @@
+/*
+ * Channels-last layout (opt/layout.c) and the kernels it relies on
+ * (FusedConv channels_last, the ES_DOMAIN pools, Transpose): graphs built
+ * in memory, optimized and not, run side by side on random inputs.
+ *
+ * - A ResNet-like stem and block (Conv, Relu, MaxPool, Conv + Add + Relu,
+ *   AveragePool, Sigmoid * x, GlobalAveragePool, Flatten) runs
+ *   channels-last with exactly one Transpose in and one out.
+ * - A region tensor that is also a graph output, or read by an op outside
+ *   the region, gets its NCHW value back under its own name.
+ * - Must not fire: 1-D convolutions, an Add of a region tensor and a
+ *   constant (which would broadcast differently) stays NCHW, a
+ *   convolution whose W is computed at run time.
+ * - Pools with padding, strides, dilations, ceil_mode, count_include_pad.
+ * - transpose_cleanup removes a Transpose and its inverse; a Transpose
+ *   that only moves size-1 axes is a view.
+ * - The pipeline is idempotent on the optimized graph.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine/model_int.h"
+#include "engine/opt/opt.h"
+#include "engine/opt/passes.h"
+#include "support/graph_builder.h"
+
+/* ---- helpers --------------------------------------------------------------------- */
+
+/* Optimized and unoptimized runs agree on x; the output names stay; a
+ * second pipeline run changes nothing. Returns the optimized model. */
+static es_model *both(es_graph *(*build)(void), const es_tensor *x)
+{
+	return gb_both(build, x, 1);
+}
+
+/* in -> Conv(k x k, pad, stride) -> out */
+static void conv(es_graph *g, int in, int out, int64_t cin, int64_t cout, int64_t k,
+		 int64_t pad, int64_t stride)
+{
+	int64_t wd[4] = { cout, cin, k, k }, bd[1] = { cout };
+	int ins[3] = { in, gb_rand_const(g, "W", 4, wd, 0.5f), gb_rand_const(g, "B", 1, bd, 0.5f) };
+	int n = gb_node(g, "Conv", "conv", ins, 3, &out, 1);
+	int64_t pads[4] = { pad, pad, pad, pad }, st[2] = { stride, stride };
+	gb_attr_ints(g, n, "pads", pads, 4);
+	gb_attr_ints(g, n, "strides", st, 2);
+}
+
+static int val(es_graph *g, const char *name)
+{
+	return gb_value(g, name, ES_DT_FLOAT);
+}
+
+/* ---- graphs ---------------------------------------------------------------------- */
+
+static const int64_t x_dims[4] = { 2, 3, 13, 11 };
+
+static es_graph *resnet_like(void)
+{
+	gb_seed(101);
+	es_graph *g = gb_graph(13);
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, x_dims);
+	int c1 = val(g, "c1"), r1 = val(g, "r1"), p1 = val(g, "p1");
+	int c2 = val(g, "c2"), r2 = val(g, "r2"), c3 = val(g, "c3"), s3 = val(g, "s3");
+	int r3 = val(g, "r3"), ap = val(g, "ap"), sg = val(g, "sg"), sw = val(g, "sw");
+	int gp = val(g, "gp"), y = val(g, "y");
+	conv(g, x, c1, 3, 8, 3, 1, 2);
+	gb_node(g, "Relu", "relu1", &c1, 1, &r1, 1);
+	int n = gb_node(g, "MaxPool", "pool", &r1, 1, &p1, 1);
+	int64_t k3[2] = { 3, 3 }, pads[4] = { 1, 0, 1, 1 }, s2[2] = { 2, 2 };
+	gb_attr_ints(g, n, "kernel_shape", k3, 2);
+	gb_attr_ints(g, n, "pads", pads, 4);
+	gb_attr_ints(g, n, "strides", s2, 2);
+	gb_attr_int(g, n, "ceil_mode", 1);
+	conv(g, p1, c2, 8, 8, 3, 1, 1);
+	gb_node(g, "Relu", "relu2", &c2, 1, &r2, 1);
+	conv(g, r2, c3, 8, 8, 1, 0, 1);
+	int add_in[2] = { c3, p1 };
+	gb_node(g, "Add", "add", add_in, 2, &s3, 1);
+	gb_node(g, "Relu", "relu3", &s3, 1, &r3, 1);
+	n = gb_node(g, "AveragePool", "avg", &r3, 1, &ap, 1);
+	int64_t k2[2] = { 2, 2 }, pads1[4] = { 1, 1, 1, 1 };
+	gb_attr_ints(g, n, "kernel_shape", k2, 2);
+	gb_attr_ints(g, n, "pads", pads1, 4);
+	gb_attr_int(g, n, "count_include_pad", 1);
+	gb_node(g, "Sigmoid", "sig", &ap, 1, &sg, 1);
+	int mul_in[2] = { ap, sg };
+	gb_node(g, "Mul", "swish", mul_in, 2, &sw, 1);
+	gb_node(g, "GlobalAveragePool", "gap", &sw, 1, &gp, 1);
+	gb_node(g, "Flatten", "flat", &gp, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_region(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	es_model *m = both(resnet_like, &x);
+	const es_opt_pass_stat *s = gb_pass_stat(m, "layout_nhwc");
+	/* 13 nodes, 9 once conv+relu, conv+relu, conv+add+relu are fused */
+	assert_int_equal(s->nodes_before, 9);
+	assert_int_equal(s->nodes_after, 11); /* + 1 entry, 1 exit Transpose */
+	assert_int_equal(gb_count_op(m, "Transpose"), 2);
+	for (int n = 0; n < m->graph->n_nodes; n++) {
+		const es_node *node = &m->graph->nodes[n];
+		if (!strcmp(node->op_type, "FusedConv") || strstr(node->op_type, "Pool")) {
+			const es_attr *a = es_node_attr(node, "channels_last");
+			assert_non_null(a);
+			assert_int_equal(a->i, 1);
+		}
+	}
+	es_model_release(m);
+	free(x.data);
+}
+
+/* conv -> relu (graph output) -> conv -> Add(constant [8,1,1]) -> y,
+ * and the relu also read by a Neg outside the region */
+static es_graph *exits(void)
+{
+	gb_seed(102);
+	es_graph *g = gb_graph(13);
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, x_dims);
+	int c1 = val(g, "c1"), r1 = val(g, "r1"), c2 = val(g, "c2"), y = val(g, "y");
+	int ng = val(g, "neg");
+	conv(g, x, c1, 3, 8, 3, 1, 1);
+	gb_node(g, "Relu", "relu1", &c1, 1, &r1, 1);
+	gb_node(g, "Neg", "neg", &r1, 1, &ng, 1);
+	conv(g, r1, c2, 8, 8, 3, 0, 2);
+	int64_t kd[3] = { 8, 1, 1 };
+	int add_in[2] = { c2, gb_rand_const(g, "k", 3, kd, 0.5f) };
+	gb_node(g, "Add", "add", add_in, 2, &y, 1);
+	gb_output(g, r1);
+	gb_output(g, y);
+	gb_output(g, ng);
+	return g;
+}
+
+static void test_exits_and_outside_ops(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	es_model *m = both(exits, &x);
+	/* FusedConv(+Relu), Neg, Conv, Add -> entry, 2 FusedConv, 2 exits,
+	 * Neg, Add: the Add of a constant stays outside */
+	assert_int_equal(gb_count_op(m, "Transpose"), 3);
+	assert_int_equal(gb_count_op(m, "Add"), 1);
+	assert_int_equal(es_model_num_nodes(m), 7);
+	es_model_release(m);
+	free(x.data);
+}
+
+/* a 1-D convolution: nothing changes */
+static es_graph *conv1d(void)
+{
+	gb_seed(103);
+	es_graph *g = gb_graph(13);
+	int64_t xd[3] = { 1, 3, 9 }, wd[3] = { 4, 3, 3 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 3, xd);
+	int c = val(g, "c"), y = val(g, "y");
+	int in[2] = { x, gb_rand_const(g, "W", 3, wd, 0.5f) };
+	gb_node(g, "Conv", "conv", in, 2, &c, 1);
+	gb_node(g, "Relu", "relu", &c, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_conv1d_untouched(void **state)
+{
+	(void)state;
+	int64_t xd[3] = { 1, 3, 9 };
+	es_tensor x = gb_rand_tensor(3, xd);
+	es_model *m = both(conv1d, &x);
+	assert_int_equal(gb_pass_stat(m, "layout_nhwc")->changes, 0);
+	assert_int_equal(gb_count_op(m, "Transpose"), 0);
+	es_model_release(m);
+	free(x.data);
+}
+
+/* X with no channels: oneDNN refuses the problem, so the channels-last
+ * FusedConv falls back to the reference (through NCHW copies) and
+ * outputs act(B + Z) */
+static es_graph *no_channels(void)
+{
+	gb_seed(107);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 1, 0, 5, 4 }, zd[4] = { 1, 3, 5, 4 }, wd[4] = { 3, 0, 3, 3 };
+	int64_t bd[1] = { 3 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int z = gb_input(g, "z", ES_DT_FLOAT, 4, zd);
+	int c = val(g, "c"), s = val(g, "s"), y = val(g, "y");
+	int in[3] = { x, gb_const_f32(g, "W", 4, wd, NULL), gb_rand_const(g, "B", 1, bd, 0.5f) };
+	int n = gb_node(g, "Conv", "conv", in, 3, &c, 1);
+	int64_t pads[4] = { 1, 1, 1, 1 };
+	gb_attr_ints(g, n, "pads", pads, 4);
+	int add_in[2] = { c, z };
+	gb_node(g, "Add", "add", add_in, 2, &s, 1);
+	gb_node(g, "Relu", "relu", &s, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_reference_fallback(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 1, 0, 5, 4 }, zd[4] = { 1, 3, 5, 4 };
+	es_tensor in[2] = { gb_rand_tensor(4, xd), gb_rand_tensor(4, zd) };
+	es_model *plain = gb_model(no_channels(), true);
+	es_model *opt = gb_model(no_channels(), false);
+	assert_int_equal(gb_count_op(opt, "FusedConv"), 1);
+	assert_int_equal(gb_count_op(opt, "Transpose"), 3);
+	es_tensor a[1], b[1];
+	es_error err = { 0 };
+	if (gb_run(plain, in, 2, a, &err) || gb_run(opt, in, 2, b, &err))
+		fail_msg("run: %s", err.msg);
+	gb_assert_close(&b[0], &a[0], 1e-6, 1e-6);
+	free(a[0].data);
+	free(b[0].data);
+	free(in[0].data);
+	free(in[1].data);
+	es_model_release(plain);
+	es_model_release(opt);
+}
+
+/* a 2-D convolution whose W is computed at run time (W = Relu(w_in)):
+ * not a region member (the kernel could not pack W once anyway) */
+static es_graph *conv_dynamic_w(void)
+{
+	gb_seed(106);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 1, 3, 9, 9 }, wd[4] = { 4, 3, 3, 3 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int wr = val(g, "wr"), c = val(g, "c"), y = val(g, "y");
+	int wc = gb_rand_const(g, "W", 4, wd, 0.5f);
+	gb_node(g, "Relu", "wrelu", &wc, 1, &wr, 1);
+	int in[2] = { x, wr };
+	gb_node(g, "Conv", "conv", in, 2, &c, 1);
+	gb_node(g, "Relu", "relu", &c, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_dynamic_w_untouched(void **state)
+{
+	(void)state;
+	/* loading folds Relu(constant) into a constant, so the pass runs
+	 * here on the graph as built, where W is a node's output */
+	es_graph *g = conv_dynamic_w();
+	es_error err = { 0 };
+	assert_int_equal(es_graph_finalize(g, &err), 0);
+	es_pass_ctx c = { .err = &err };
+	assert_int_equal(es_pass_layout_nhwc.run(g, &c), 0);
+	assert_int_equal(c.changes, 0);
+	es_graph_free(g);
+}
+
+/* x -> Transpose(0,2,3,1) -> Transpose(0,3,1,2) -> Relu -> y, and
+ * x -> Transpose(0,2,3,1) of a [N,C,1,1] tensor (a view) -> z */
+static es_graph *transposes(void)
+{
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 2, 5, 1, 1 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int a = val(g, "a"), b = val(g, "b"), y = val(g, "y"), z = val(g, "z");
+	int64_t p1[4] = { 0, 2, 3, 1 }, p2[4] = { 0, 3, 1, 2 };
+	int n = gb_node(g, "Transpose", "t1", &x, 1, &a, 1);
+	gb_attr_ints(g, n, "perm", p1, 4);
+	n = gb_node(g, "Transpose", "t2", &a, 1, &b, 1);
+	gb_attr_ints(g, n, "perm", p2, 4);
+	gb_node(g, "Relu", "relu", &b, 1, &y, 1);
+	n = gb_node(g, "Transpose", "t3", &x, 1, &z, 1);
+	gb_attr_ints(g, n, "perm", p1, 4);
+	gb_output(g, y);
+	gb_output(g, z);
+	return g;
+}
+
+static void test_transpose_cleanup(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 2, 5, 1, 1 };
+	es_tensor x = gb_rand_tensor(4, xd);
+	es_model *m = both(transposes, &x);
+	const es_opt_pass_stat *s = gb_pass_stat(m, "transpose_cleanup");
+	assert_int_equal(s->nodes_before, 4);
+	assert_int_equal(s->nodes_after, 3); /* t2 gone, t1 unread (compacted later) */
+	assert_int_equal(s->changes, 1);
+	es_tensor out[2];
+	es_error err = { 0 };
+	assert_int_equal(gb_run(m, &x, 1, out, &err), 0);
+	assert_int_equal(out[1].ndim, 4);
+	assert_int_equal(out[1].dims[3], 5);
+	assert_memory_equal(out[1].data, x.data, x.nbytes); /* size-1 moves keep order */
+	free(out[0].data);
+	free(out[1].data);
+	es_model_release(m);
+	free(x.data);
+}
+
+/* Pool variants, each alone between two convolutions */
+static int pool_case;
+
+static es_graph *pools(void)
+{
+	gb_seed(104);
+	es_graph *g = gb_graph(13);
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, x_dims);
+	int c = val(g, "c"), p = val(g, "p"), y = val(g, "y");
+	conv(g, x, c, 3, 16, 1, 0, 1);
+	const char *op = pool_case < 2 ? "MaxPool" : pool_case < 4 ? "AveragePool" :
+			 pool_case == 4 ? "GlobalMaxPool" : "GlobalAveragePool";
+	int n = gb_node(g, op, "pool", &c, 1, &p, 1);
+	int64_t k[2] = { 3, 2 }, pads[4] = { 1, 0, 2, 1 }, st[2] = { 2, 1 }, dil[2] = { 2, 1 };
+	if (pool_case < 4) {
+		gb_attr_ints(g, n, "kernel_shape", k, 2);
+		gb_attr_ints(g, n, "pads", pads, 4);
+		gb_attr_ints(g, n, "strides", st, 2);
+	}
+	if (pool_case == 1)
+		gb_attr_ints(g, n, "dilations", dil, 2);
+	if (pool_case == 0 || pool_case == 3)
+		gb_attr_int(g, n, "ceil_mode", 1);
+	if (pool_case == 3)
+		gb_attr_int(g, n, "count_include_pad", 1);
+	conv(g, p, y, 16, 4, 1, 0, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_pools(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	for (pool_case = 0; pool_case < 6; pool_case++) {
+		es_model *m = both(pools, &x);
+		assert_int_equal(gb_count_op(m, "Transpose"), 2);
+		es_model_release(m);
+	}
+	free(x.data);
+}
+
+/* Convolution variants channels-last: depthwise, grouped + dilated,
+ * SAME_UPPER with stride, 1x1 without bias, each followed by LeakyRelu */
+static int conv_case;
+
+static es_graph *conv_variants(void)
+{
+	gb_seed(105 + (uint64_t)conv_case);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 1, 8, 11, 9 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int c = val(g, "c"), y = val(g, "y");
+	int64_t wd[4][4] = { { 8, 1, 3, 3 }, { 6, 4, 3, 2 }, { 5, 8, 5, 5 }, { 7, 8, 1, 1 } };
+	int64_t bd[1] = { wd[conv_case][0] };
+	int in[3] = { x, gb_rand_const(g, "W", 4, wd[conv_case], 0.5f), gb_rand_const(g, "B", 1, bd, 0.5f) };
+	int n = gb_node(g, "Conv", "conv", in, conv_case == 3 ? 2 : 3, &c, 1);
+	int64_t pads[4] = { 1, 0, 2, 1 }, s2[2] = { 2, 2 }, dil[2] = { 2, 2 };
+	switch (conv_case) {
+	case 0:
+		gb_attr_int(g, n, "group", 8);
+		gb_attr_ints(g, n, "pads", pads, 4);
+		gb_attr_ints(g, n, "strides", s2, 2);
+		break;
+	case 1:
+		gb_attr_int(g, n, "group", 2);
+		gb_attr_ints(g, n, "dilations", dil, 2);
+		gb_attr_ints(g, n, "pads", pads, 4);
+		break;
+	case 2:
+		gb_attr_string(g, n, "auto_pad", "SAME_UPPER");
+		gb_attr_ints(g, n, "strides", s2, 2);
+		break;
+	default:
+		break;
+	}
+	n = gb_node(g, "LeakyRelu", "leaky", &c, 1, &y, 1);
+	gb_attr_float(g, n, "alpha", 0.1f);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_conv_variants(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 1, 8, 11, 9 };
+	es_tensor x = gb_rand_tensor(4, xd);
+	for (conv_case = 0; conv_case < 4; conv_case++) {
+		es_model *m = both(conv_variants, &x);
+		assert_int_equal(gb_count_op(m, "FusedConv"), 1);
+		assert_int_equal(gb_count_op(m, "Transpose"), 2);
+		assert_int_equal(gb_count_op(m, "LeakyRelu"), 0);
+		es_model_release(m);
+	}
+	free(x.data);
+}
+
+/* a residual Z from a graph input of known rank 4 enters the region
+ * through its own Transpose */
+static es_graph *residual_input(void)
+{
+	gb_seed(110);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 1, 8, 7, 7 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int z = gb_input(g, "z", ES_DT_FLOAT, 4, xd);
+	int c = val(g, "c"), s = val(g, "s"), y = val(g, "y");
+	conv(g, x, c, 8, 8, 3, 1, 1);
+	int add_in[2] = { c, z };
+	gb_node(g, "Add", "add", add_in, 2, &s, 1);
+	gb_node(g, "Relu", "relu", &s, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_residual_enters(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 1, 8, 7, 7 };
+	es_tensor in[2] = { gb_rand_tensor(4, xd), gb_rand_tensor(4, xd) };
+	es_model *plain = gb_model(residual_input(), true);
+	es_model *opt = gb_model(residual_input(), false);
+	es_tensor a[1], b[1];
+	es_error err = { 0 };
+	assert_int_equal(gb_run(plain, in, 2, a, &err), 0);
+	assert_int_equal(gb_run(opt, in, 2, b, &err), 0);
+	gb_assert_close(&b[0], &a[0], 1e-4, 1e-4);
+	assert_int_equal(gb_count_op(opt, "Transpose"), 3); /* x, z in; y out */
+	assert_int_equal(gb_count_op(opt, "FusedConv"), 1);
+	free(a[0].data);
+	free(b[0].data);
+	free(in[0].data);
+	free(in[1].data);
+	es_model_release(plain);
+	es_model_release(opt);
+}
+
+/* The optimized graph (FusedConv, channels-last pools, Transposes) goes
+ * through the compiled form unchanged: same nodes, same outputs. */
+static void test_compiled_round_trip(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	es_model *m = gb_model(resnet_like(), false);
+	char path[] = "/tmp/es_test_layout_XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	uint8_t key[ES_COMPILED_KEY_BYTES] = { 7 };
+	es_error err = { 0 };
+	if (es_model_save_compiled(m, fd, key, &err))
+		fail_msg("save: %s", err.msg);
+	close(fd);
+	es_model *back = NULL;
+	if (es_model_load_compiled(path, NULL, key, &back, &err))
+		fail_msg("load: %s", err.msg);
+	unlink(path);
+	assert_int_equal(es_model_num_nodes(back), es_model_num_nodes(m));
+	for (int i = 0; i < back->opt.n_passes; i++)
+		assert_int_equal(back->opt.pass[i].changes, 0);
+	es_tensor a[1], b[1];
+	assert_int_equal(gb_run(m, &x, 1, a, &err), 0);
+	assert_int_equal(gb_run(back, &x, 1, b, &err), 0);
+	gb_assert_close(&b[0], &a[0], 0, 0);
+	free(a[0].data);
+	free(b[0].data);
+	es_model_release(back);
+	es_model_release(m);
+	free(x.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_region),
+		cmocka_unit_test(test_exits_and_outside_ops),
+		cmocka_unit_test(test_conv1d_untouched),
+		cmocka_unit_test(test_dynamic_w_untouched),
+		cmocka_unit_test(test_reference_fallback),
+		cmocka_unit_test(test_transpose_cleanup),
+		cmocka_unit_test(test_pools),
+		cmocka_unit_test(test_conv_variants),
+		cmocka_unit_test(test_residual_enters),
+		cmocka_unit_test(test_compiled_round_trip),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
