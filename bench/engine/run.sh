@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/engine/run.sh: the engine against ONNX Runtime, model by model.
 #
-#   bench/engine/run.sh [--models "mlp bert mobilenet_v2 resnet18 resnet50"]
+#   bench/engine/run.sh [--models "mlp bert mobilenet_v2 resnet18 resnet50 resnet50_int8"]
 #                       [--opsets "13 17"] [--threads "1 2"] [--reps 3]
 #                       [--iters 30] [--warmup 5] [--quick]
 #                       [--edgeserve PATH] [--gemm-limit PATH]
@@ -23,6 +23,13 @@
 # edgeserve's p50) and the machine's fp32 GEMM limit measured in the same
 # run (es_gemm_limit: oneDNN dnnl_sgemm 1024^3, a target of the build).
 #
+# resnet50_int8 is ResNet-50 quantized to QDQ form (QuantizeLinear and
+# DequantizeLinear around every convolution: int8 per-channel weights, uint8
+# activations), made from resnet50_op13.onnx by bench/models/quantize.py
+# when missing; its row shows "qdq" for the opset, stays out of the fp32
+# geometric means, and a line below the table gives each engine's output
+# difference from PyTorch's float output (the accuracy quantization costs).
+#
 # --quick  one repetition, 10 timed runs, opset 17 only (unless --opsets or
 #          --iters are given after it).
 #
@@ -38,7 +45,7 @@ set -euo pipefail
 models_dir=${MODELS_DIR:-$repo/bench/models/out}
 timeout_s=${TIMEOUT:-600}
 
-models="mlp bert mobilenet_v2 resnet18 resnet50"
+models="mlp bert mobilenet_v2 resnet18 resnet50 resnet50_int8"
 opsets="13 17"
 thread_counts="1 2"
 reps=3
@@ -67,8 +74,8 @@ want_int --iters "$iters"
 [[ $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': expected a non-negative integer"
 for m in $models; do
 	case $m in
-	mlp|bert|mobilenet_v2|resnet18|resnet50) ;;
-	*) die "--models: unknown model '$m' (mlp bert mobilenet_v2 resnet18 resnet50)" ;;
+	mlp|bert|mobilenet_v2|resnet18|resnet50|resnet50_int8) ;;
+	*) die "--models: unknown model '$m' (mlp bert mobilenet_v2 resnet18 resnet50 resnet50_int8)" ;;
 	esac
 done
 for o in $opsets; do
@@ -89,16 +96,34 @@ if [ ! -d "$peer/node_modules/onnxruntime-node" ]; then
 	"$peer/setup" >&2 || die "bench/peer/setup failed"
 fi
 
+# The opsets of model M ("qdq" for the quantized one), its file for opset O,
+# and its input file (the quantized model takes ResNet-50's).
+model_opsets() { if [ "$1" = resnet50_int8 ]; then echo qdq; else echo "$opsets"; fi; }
+model_file() {
+	if [ "$1" = resnet50_int8 ]; then echo "$models_dir/resnet50_int8_qdq.onnx"
+	else echo "$models_dir/${1}_op$2.onnx"; fi
+}
+base_model() { if [ "$1" = resnet50_int8 ]; then echo resnet50; else echo "$1"; fi; }
+
 need=()
 for m in $models; do
-	for f in "${m}_input.pb" $(for o in $opsets; do echo "${m}_op$o.onnx"; done); do
-		[ -f "$models_dir/$f" ] || { need+=("$m"); break; }
+	b=$(base_model "$m")
+	if [ "$m" = resnet50_int8 ]; then files=("$models_dir/resnet50_op13.onnx")
+	else mapfile -t files < <(for o in $opsets; do model_file "$m" "$o"; done); fi
+	for f in "$models_dir/${b}_input.pb" "${files[@]}"; do
+		[ -f "$f" ] || { need+=("$b"); break; }
 	done
 done
 if [ ${#need[@]} -gt 0 ]; then
 	echo "generating ${need[*]} into $models_dir (bench/models/generate.py) ..." >&2
 	"$python" "$repo/bench/models/generate.py" "$models_dir" --only "${need[@]}" >&2 ||
 		die "bench/models/generate.py failed"
+fi
+if grep -qw resnet50_int8 <<<"$models" && [ ! -f "$models_dir/resnet50_int8_qdq.onnx" ]; then
+	echo "quantizing resnet50 into $models_dir/resnet50_int8_qdq.onnx (bench/models/quantize.py) ..." >&2
+	"$python" "$repo/bench/models/quantize.py" "$models_dir/resnet50_op13.onnx" \
+		"$models_dir/resnet50_int8_qdq.onnx" --input "$models_dir/resnet50_input.pb" >&2 ||
+		die "bench/models/quantize.py failed"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/es-bench-engine.XXXXXX")
@@ -110,6 +135,11 @@ diffs=$tmp/diffs.tsv     # model opset threads max_abs_diff verdict
 : >"$diffs"
 
 input_name() { if [ "$1" = bert ]; then echo input_ids; else echo input; fi; }
+
+# accuracy of the quantized model: each engine's first output against
+# PyTorch's float output, one line per engine and thread count
+int8_lines=$tmp/int8.txt
+: >"$int8_lines"
 
 # json_fields FILE KEY...: the values of the top-level keys, tab-separated
 # ("-" for a missing one).
@@ -129,8 +159,10 @@ EOF
 # $results; a failure is recorded as "error" with its last message kept.
 run_one() {
 	local engine=$1 m=$2 o=$3 t=$4 rep=$5
-	local model=$models_dir/${m}_op$o.onnx in
-	in=$(input_name "$m")=$models_dir/${m}_input.pb
+	local model in b
+	model=$(model_file "$m" "$o")
+	b=$(base_model "$m")
+	in=$(input_name "$m")=$models_dir/${b}_input.pb
 	local dir=$tmp/${m}_op${o}_t${t}_r$rep
 	mkdir -p "$dir"
 	local out=$dir/$engine.json log=$dir/$engine.log rc=0
@@ -167,12 +199,14 @@ else
 	echo "$bench_prog: no $gemm_limit (build the es_gemm_limit target, or pass --gemm-limit PATH): no GEMM limit" >&2
 fi
 
-n_models=$(wc -w <<<"$models") n_opsets=$(wc -w <<<"$opsets") n_threads=$(wc -w <<<"$thread_counts")
-total=$((n_models * n_opsets * n_threads * reps)) done_=0
+n_rows=0
+for m in $models; do n_rows=$((n_rows + $(wc -w <<<"$(model_opsets "$m")"))); done
+n_threads=$(wc -w <<<"$thread_counts")
+total=$((n_rows * n_threads * reps)) done_=0
 echo "$bench_prog: $total measurements of each engine ($models; opsets $opsets; threads $thread_counts; $reps rep(s) of $warmup warmup + $iters timed runs)" >&2
 for rep in $(seq "$reps"); do
 	for m in $models; do
-		for o in $opsets; do
+		for o in $(model_opsets "$m"); do
 			for t in $thread_counts; do
 				if [ $((rep % 2)) = 1 ]; then
 					run_one edgeserve "$m" "$o" "$t" "$rep"
@@ -189,6 +223,15 @@ for rep in $(seq "$reps"); do
 					fi
 					IFS=$'\t' read -r _ diff _ _ verdict <<<"$summary"
 					printf '%s\t%s\t%s\t%s\t%s\n' "$m" "$o" "$t" "${diff:--}" "${verdict%% *}" >>"$diffs"
+					if [ "$m" = resnet50_int8 ]; then
+						for e in edgeserve ort; do
+							[ -d "$dir/$e" ] || continue
+							IFS=$'\t' read -r _ d ref ratio _ < <("$python" "$repo/bench/peer/compare.py" \
+								"$dir/$e" "$models_dir/resnet50_torch_output.pb" --summary 2>&1 | tail -n 1) || true
+							printf '%s, %s thread(s): max|int8 - float| %s of max|float| %s (%s)\n' \
+								"$e" "$t" "${d:--}" "${ref:--}" "${ratio:--}" >>"$int8_lines"
+						done
+					fi
 				fi
 				done_=$((done_ + 1))
 				printf '\r%s: %d/%d' "$bench_prog" "$done_" "$total" >&2
@@ -205,10 +248,10 @@ if grep -qw resnet50 <<<"$models"; then
 fi
 
 "$python" - "$results" "$diffs" "$models" "$opsets" "$thread_counts" "$reps" "$iters" \
-	"$resnet50_flops" "$gemm_lines" <<'EOF'
+	"$resnet50_flops" "$gemm_lines" "$int8_lines" <<'EOF'
 import math, statistics, sys
 
-results, diffs, models, opsets, threads, reps, iters, r50_flops, gemm = sys.argv[1:]
+results, diffs, models, opsets, threads, reps, iters, r50_flops, gemm, int8 = sys.argv[1:]
 models, opsets, threads = models.split(), opsets.split(), threads.split()
 
 runs = {}
@@ -245,12 +288,12 @@ print("-" * len(hdr))
 ratios = {}
 es_p50 = {}
 for m in models:
-    for o in opsets:
+    for o in (["qdq"] if m == "resnet50_int8" else opsets):
         for t in threads:
             e50, e99, eld = (med((m, o, t, "edgeserve"), i) for i in range(3))
             o50, o99, old = (med((m, o, t, "ort"), i) for i in range(3))
             ratio = e50 / o50 if e50 and o50 else None
-            if ratio:
+            if ratio and o != "qdq":  # the means are of the float models
                 ratios.setdefault(t, []).append(ratio)
             es_p50[(m, o, t)] = e50
             d, verdict = diff.get((m, o, t), ("-", ""))
@@ -259,6 +302,11 @@ for m in models:
                   f"{(f'{ratio:6.2f}' if ratio else ' error')}  {fmt(eld)} {fmt(old)}  {dtxt:>11}")
 print("(times in ms; load: edgeserve model load, ORT session creation; "
       "max|es-ort|: outputs of the first repetition)")
+lines = open(int8).read().splitlines()
+if lines:
+    print("resnet50_int8 (QDQ) against PyTorch's float output:")
+    for line in lines:
+        print("  " + line)
 print()
 
 def gmean(xs):
@@ -270,7 +318,8 @@ for t in threads:
               f"({len(ratios[t])} rows)")
 all_r = [r for t in threads for r in ratios.get(t, [])]
 if all_r:
-    print(f"geometric mean of the p50 ratios, all rows: {gmean(all_r):.2f} ({len(all_r)} rows)")
+    print(f"geometric mean of the p50 ratios, all rows: {gmean(all_r):.2f} ({len(all_r)} rows"
+          f"{', float models only' if 'resnet50_int8' in models else ''})")
 
 limits = {}
 for line in gemm.splitlines():

@@ -275,6 +275,7 @@ void *es_kctx_scratch(es_kctx *k, size_t bytes)
 enum {
 	WORK_ELEMENTS, /* elementwise, data movement, reductions: input elements */
 	WORK_CONV,     /* multiply-adds: weight elements x input spatial size */
+	WORK_CONV_NHWC, /* the same with the input channels-last ([N, spatial..., C]) */
 	WORK_MATMUL,   /* multiply-adds: A's elements x B's last dimension */
 	WORK_GEMM,     /* multiply-adds: A's elements x N (transB picks N) */
 	WORK_GEMM_TB,
@@ -293,8 +294,11 @@ enum {
 static unsigned char work_kind_of(const es_node *n)
 {
 	const char *op = n->op_type;
-	if (strstr(op, "Conv"))
-		return n->n_inputs > 1 ? WORK_CONV : WORK_ELEMENTS;
+	if (strstr(op, "Conv")) {
+		int64_t cl = 0;
+		es_node_attr_int(n, "channels_last", 0, &cl, NULL);
+		return n->n_inputs < 2 ? WORK_ELEMENTS : cl ? WORK_CONV_NHWC : WORK_CONV;
+	}
 	if (strstr(op, "MatMul"))
 		return n->n_inputs > 1 ? WORK_MATMUL : WORK_ELEMENTS;
 	if (strstr(op, "Gemm")) {
@@ -330,9 +334,11 @@ static int node_threads(const es_session *s, int n, const es_tensor *const *in,
 	int64_t work = 0;
 	switch (s->work_kind[n]) {
 	case WORK_CONV:
+	case WORK_CONV_NHWC:
 		if (a && b && a->ndim > 2) {
+			bool nhwc = s->work_kind[n] == WORK_CONV_NHWC;
 			int64_t spatial = 1;
-			for (int d = 2; d < a->ndim; d++)
+			for (int d = nhwc ? 1 : 2; d < a->ndim - (nhwc ? 1 : 0); d++)
 				spatial *= a->dims[d];
 			return macs_at_least_min(numel_of(b), spatial) ? s->threads : 1;
 		}
