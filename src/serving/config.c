@@ -397,6 +397,8 @@ static int get_double(const cJSON *j, const char *loc, double min, bool min_open
 #define DEFAULT_SHADOW_QUEUE 64
 #define DEFAULT_SHADOW_ATOL 1e-4
 #define DEFAULT_SHADOW_RTOL 1e-3
+#define DEFAULT_SHADOW_INLINE_MAX_US 250
+#define SHADOW_INLINE_MAX_US 1000000
 /* Version numbers: JSON numbers are doubles, exact up to 2^53. */
 #define VERSION_MAX ((int64_t)1 << 53)
 
@@ -569,7 +571,7 @@ static int parse_canary(const cJSON *j, const char *loc, es_canary_config *c, es
 static int parse_shadow(const cJSON *j, const char *loc, es_shadow_config *sh, es_error *err)
 {
 	static const char *const keys[] = { "version", "label", "fraction_bp", "queue_size",
-					    "atol", "rtol", NULL };
+					    "atol", "rtol", "inline_max_us", NULL };
 	char kloc[LOC_MAX];
 	int rc = check_object(j, loc, keys, err);
 	if (rc || (rc = parse_target(j, loc, &sh->version, &sh->label, err)))
@@ -578,6 +580,7 @@ static int parse_shadow(const cJSON *j, const char *loc, es_shadow_config *sh, e
 	sh->queue_size = DEFAULT_SHADOW_QUEUE;
 	sh->atol = DEFAULT_SHADOW_ATOL;
 	sh->rtol = DEFAULT_SHADOW_RTOL;
+	sh->inline_max_us = DEFAULT_SHADOW_INLINE_MAX_US;
 	for (const cJSON *e = j->child; !rc && e; e = e->next) {
 		member_loc(kloc, loc, e->string);
 		if (!strcmp(e->string, "fraction_bp"))
@@ -588,6 +591,8 @@ static int parse_shadow(const cJSON *j, const char *loc, es_shadow_config *sh, e
 			rc = get_double(e, kloc, 0, false, 1e30, &sh->atol, err);
 		else if (!strcmp(e->string, "rtol"))
 			rc = get_double(e, kloc, 0, false, 1e30, &sh->rtol, err);
+		else if (!strcmp(e->string, "inline_max_us"))
+			rc = get_int32(e, kloc, 0, SHADOW_INLINE_MAX_US, &sh->inline_max_us, err);
 	}
 	return rc;
 }

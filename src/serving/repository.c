@@ -584,6 +584,7 @@ static void register_metrics(es_server *s)
 	static const char *const mo[] = { "model", NULL };
 	static const char *const ms[] = { "model", "source", NULL };
 	static const char *const dfr[] = { "device", "fallback", "reason", NULL };
+	static const char *const dw[] = { "device", "worker", NULL };
 	es_metrics *r = s->metrics;
 	if (!r)
 		return;
@@ -624,6 +625,9 @@ static void register_metrics(es_server *s)
 	s->f_fallback = es_metrics_counter(r, "edgeserve_fallback_total",
 		"Requests a device handed to its fallback device, by reason: spill_queue and spill_wait (the primary was too busy), error (a device error retried there), failed (the fallback failed them too). The fallback rate is the reliability signal to alert on.",
 		dfr);
+	s->f_shadow_runs = es_metrics_counter(r, "edgeserve_shadow_runs_total",
+		"Shadow runs a device started, by worker: stream (a short run taken by the stream that answered the primary, its device idle) or idle (the low-priority worker).",
+		dw);
 }
 
 int es_server_publish_models(es_server *s, es_model_list *l)

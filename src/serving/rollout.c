@@ -38,6 +38,7 @@ typedef struct es_rollout es_rollout;
 #define DEFAULT_GUARD_MIN_SAMPLES 50
 #define DEFAULT_SHADOW_QUEUE 64
 #define DEFAULT_SHADOW_ATOL 1e-4
+#define DEFAULT_SHADOW_INLINE_MAX_S 250e-6
 #define DEFAULT_SHADOW_RTOL 1e-3
 
 typedef struct ro_label {
@@ -232,6 +233,7 @@ static void settings_from_config(es_rollout_settings *st, const es_servable *m,
 	st->shadow_params.queue_size = DEFAULT_SHADOW_QUEUE;
 	st->shadow_params.atol = DEFAULT_SHADOW_ATOL;
 	st->shadow_params.rtol = DEFAULT_SHADOW_RTOL;
+	st->shadow_params.inline_max_s = DEFAULT_SHADOW_INLINE_MAX_S;
 	if (sh->enabled) {
 		st->shadow_version = sh->label ? 0 : sh->version;
 		copy_str(st->shadow_label, sizeof(st->shadow_label), sh->label, "");
@@ -242,6 +244,8 @@ static void settings_from_config(es_rollout_settings *st, const es_servable *m,
 			st->shadow_params.atol = sh->atol;
 		if (sh->rtol >= 0)
 			st->shadow_params.rtol = sh->rtol;
+		if (sh->inline_max_us >= 0)
+			st->shadow_params.inline_max_s = sh->inline_max_us / 1e6;
 	}
 }
 
@@ -268,7 +272,8 @@ static bool settings_equal(const es_rollout_settings *a, const es_rollout_settin
 	       a->shadow_fraction_bp == b->shadow_fraction_bp &&
 	       a->shadow_params.queue_size == b->shadow_params.queue_size &&
 	       a->shadow_params.atol == b->shadow_params.atol &&
-	       a->shadow_params.rtol == b->shadow_params.rtol;
+	       a->shadow_params.rtol == b->shadow_params.rtol &&
+	       a->shadow_params.inline_max_s == b->shadow_params.inline_max_s;
 }
 
 /* Publishes nst (caller holds ro->mu); the old settings are kept. */
@@ -669,6 +674,7 @@ void es_rollout_shadow_params(es_servable *m, es_shadow_params *out)
 		out->queue_size = DEFAULT_SHADOW_QUEUE;
 		out->atol = DEFAULT_SHADOW_ATOL;
 		out->rtol = DEFAULT_SHADOW_RTOL;
+		out->inline_max_s = DEFAULT_SHADOW_INLINE_MAX_S;
 		return;
 	}
 	*out = atomic_load(&m->ro->cur)->shadow_params;

@@ -282,7 +282,10 @@ static double run_request(es_worker *w, es_request *r, uint64_t t_start, bool lo
 	}
 	es_histogram_observe(m_wait, (double)(t_start - r->t_enqueue_ns) / 1e9);
 
-	if (low) {
+	if (low && w->index >= 0) {
+		/* a mirrored run a stream takes while its device is idle */
+		session = primary && w->index < v->n_sessions ? v->sessions[w->index] : NULL;
+	} else if (low) {
 		/* the idle worker's own session of v, made on first use */
 		if (!v->idle_session && primary) {
 			/* one thread: a mirrored run needs no speed, and a
@@ -344,7 +347,7 @@ static double run_request(es_worker *w, es_request *r, uint64_t t_start, bool lo
 		}
 		drop_shadow(r);
 		r->complete(r, w->outputs, n_out);
-		es_shadow_queue(s, shadow); /* r may be gone: the job has copies */
+		w->shadow = shadow; /* r may be gone: the job has copies */
 		goto out;
 	}
 	if (!r->err.msg[0])
@@ -370,6 +373,35 @@ out_failed:
 out:
 	es_version_release(v);
 	return busy_s;
+}
+
+/*
+ * The shadow copy of the request worker w just answered (its run took
+ * busy_s): a cheap one (a primary run within the model's shadow
+ * inline_max_us, default 250 us) runs right here on the stream's own
+ * session when the shadow version is on this device and no request waits
+ * for it; anything else goes to the device's low-priority queue and its
+ * idle worker. For a short run the hand-over to the idle
+ * thread (waking it, and preempting it again for every hand-off of the
+ * next requests) costs the primary more than the run itself, which ends
+ * before the client's next request usually arrives; a long one must not
+ * sit in front of that request.
+ */
+static void take_shadow(es_worker *w, double busy_s)
+{
+	es_device *d = w->dev;
+	es_shadow_job *j = w->shadow;
+	w->shadow = NULL;
+	pthread_mutex_lock(&d->mu);
+	bool idle = !d->head && !d->stop;
+	pthread_mutex_unlock(&d->mu);
+	double inline_max_s = 0;
+	es_request *r = idle ? es_shadow_request(j, &inline_max_s) : NULL;
+	if (r && busy_s > 0 && busy_s <= inline_max_s && r->version->servable->dev == d) {
+		es_counter_add(d->m_shadow_stream, 1);
+		run_request(w, r, es_now_ns(), true); /* its completion frees j */
+	} else
+		es_shadow_queue(d->srv, j);
 }
 
 /* A stream worker: runs the normal queue. */
@@ -401,6 +433,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&d->mu);
 
 		double busy_s = run_request(w, r, now, low);
+		if (w->shadow)
+			take_shadow(w, busy_s);
 
 		pthread_mutex_lock(&d->mu);
 		if (busy_s > 0) /* 0: nothing ran */
@@ -443,6 +477,7 @@ static void *idle_main(void *arg)
 		es_request *r = low_pop(d);
 		d->active++;
 		pthread_mutex_unlock(&d->mu);
+		es_counter_add(d->m_shadow_idle, 1);
 		run_request(w, r, es_now_ns(), true);
 		pthread_mutex_lock(&d->mu);
 		d->active--;
@@ -597,6 +632,10 @@ static int device_init(es_server *s, es_device *d, const es_device_config *dc,
 		d->m_active = es_metric_get(s->f_active, labels);
 		d->m_streams = es_metric_get(s->f_streams, labels);
 		d->m_rejections = es_metric_get(s->f_rejections, labels);
+		const char *stream[] = { d->name, "stream", NULL };
+		const char *idle[] = { d->name, "idle", NULL };
+		d->m_shadow_stream = es_metric_get(s->f_shadow_runs, stream);
+		d->m_shadow_idle = es_metric_get(s->f_shadow_runs, idle);
 		es_gauge_set(d->m_queue_size, 0);
 		es_gauge_set(d->m_active, 0);
 		es_gauge_set(d->m_capacity, d->capacity);

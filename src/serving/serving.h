@@ -86,6 +86,10 @@ typedef struct es_shadow_config {
 	int queue_size;   /* pending shadow runs at most (default 64); more are
 			   * dropped and counted */
 	double atol, rtol; /* divergence tolerance (defaults 1e-4, 1e-3) */
+	int inline_max_us; /* a copy whose primary ran at most this long runs on
+			    * the stream that answered it when the device is idle
+			    * (config default 250; 0: always the low-priority
+			    * worker) */
 } es_shadow_config;
 
 typedef struct es_model_config {

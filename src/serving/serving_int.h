@@ -60,6 +60,7 @@ typedef struct es_worker {
 	bool started;
 	es_tensor *outputs; /* room for the outputs of the model being run */
 	size_t outputs_cap;
+	struct es_shadow_job *shadow; /* a copy to run or queue after the primary */
 } es_worker;
 
 struct es_device {
@@ -105,6 +106,9 @@ struct es_device {
 	es_worker idle_worker;
 	es_metric_child *m_fallback_spill_queue, *m_fallback_spill_wait,
 		*m_fallback_error, *m_fallback_failed;
+	/* shadow runs by where they ran: a stream right after the primary's
+	 * answer, or the idle worker */
+	es_metric_child *m_shadow_stream, *m_shadow_idle;
 
 	es_metric_child *m_queue_size, *m_capacity, *m_active, *m_streams,
 		*m_rejections;
@@ -296,7 +300,7 @@ struct es_server {
 		*f_active, *f_streams, *f_rejections, *f_deadline,
 		*f_load_seconds, *f_version_state, *f_load_failures,
 		*f_default_changes, *f_rollbacks, *f_compile, *f_warmup,
-		*f_fallback;
+		*f_fallback, *f_shadow_runs;
 };
 
 /* ---- rollouts (rollout.c) --------------------------------------------------
@@ -341,6 +345,7 @@ void es_rollout_sync(es_servable *m);
 typedef struct es_shadow_params {
 	int queue_size;
 	double atol, rtol;
+	double inline_max_s; /* es_shadow_config.inline_max_us in seconds */
 } es_shadow_params;
 void es_rollout_shadow_params(es_servable *m, es_shadow_params *out);
 /* repository.c, for the stable arm: takes a reference on preferred when it
@@ -370,6 +375,10 @@ typedef struct es_shadow_job es_shadow_job;
 es_shadow_job *es_shadow_take(es_server *s, es_request *r, const es_tensor *outputs,
 			      size_t n_outputs);
 void es_shadow_queue(es_server *s, es_shadow_job *j);
+/* The request of job j, ready to run where the caller runs it (instead of
+ * es_shadow_queue); its completion compares and frees j. *inline_max_s
+ * gets the model's shadow inline_max_us in seconds. */
+es_request *es_shadow_request(es_shadow_job *j, double *inline_max_s);
 
 /* ---- scheduler additions (scheduler.c) -------------------------------------------- */
 

@@ -928,6 +928,21 @@ es_shadow_job *es_shadow_take(es_server *s, es_request *r, const es_tensor *outp
 	return j;
 }
 
+static void job_params(shadow_job *j, es_shadow_params *params)
+{
+	es_rollout_shadow_params(j->m, params);
+	j->atol = params->atol;
+	j->rtol = params->rtol;
+}
+
+es_request *es_shadow_request(es_shadow_job *j, double *inline_max_s)
+{
+	es_shadow_params params;
+	job_params(j, &params);
+	*inline_max_s = params.inline_max_s;
+	return &j->req;
+}
+
 void es_shadow_queue(es_server *s, es_shadow_job *j)
 {
 	if (!j)
@@ -936,9 +951,7 @@ void es_shadow_queue(es_server *s, es_shadow_job *j)
 	es_servable *m = j->m;
 	es_version *sv = j->req.version;
 	es_shadow_params params;
-	es_rollout_shadow_params(m, &params);
-	j->atol = params.atol;
-	j->rtol = params.rtol;
+	job_params(j, &params);
 
 	es_error err = { 0 };
 	int rc = es_sched_submit_low(s, &j->req, params.queue_size, &err);

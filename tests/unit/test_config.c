@@ -659,7 +659,7 @@ static void test_rollout_keys(void **state)
 		"      \"guard\": {\"window_seconds\": 10, \"min_samples\": 20,\n"
 		"        \"max_error_rate\": 0.05, \"max_p95_ratio\": 1.5,\n"
 		"        \"max_divergence_rate\": 0.01}},\n"
-		"    \"shadow\": {\"version\": 2, \"fraction_bp\": 10000, \"queue_size\": 8,\n"
+		"    \"shadow\": {\"version\": 2, \"fraction_bp\": 10000, \"queue_size\": 8, \"inline_max_us\": 0,\n"
 		"      \"atol\": 0.5, \"rtol\": 0}}},\n"
 		"  {\"config\": {\"name\": \"b\", \"base_path\": \"/m/b\",\n"
 		"    \"canary\": {\"version\": 4}, \"shadow\": {\"version\": 4}}}\n"
@@ -690,6 +690,7 @@ static void test_rollout_keys(void **state)
 	assert_int_equal(a->shadow.version, 2);
 	assert_int_equal(a->shadow.fraction_bp, 10000);
 	assert_int_equal(a->shadow.queue_size, 8);
+	assert_int_equal(a->shadow.inline_max_us, 0);
 	assert_true(a->shadow.atol == 0.5 && a->shadow.rtol == 0);
 	/* defaults */
 	assert_true(b->canary.enabled);
@@ -703,6 +704,7 @@ static void test_rollout_keys(void **state)
 	assert_int_equal(b->canary.guard.min_samples, 50);
 	assert_true(b->canary.guard.max_error_rate == 0 && b->canary.guard.max_p95_ratio == 0);
 	assert_int_equal(b->shadow.queue_size, 64);
+	assert_int_equal(b->shadow.inline_max_us, 250);
 	assert_true(b->shadow.atol == 1e-4 && b->shadow.rtol == 1e-3);
 	assert_int_equal(cfg.divergence_log_per_s, 10);
 	assert_int_equal(es_config_validate(&cfg, &err), 0);
@@ -747,6 +749,8 @@ static void test_rollout_keys_invalid(void **state)
 		     "model_config_list[0].config.canary: unknown key 'fraction'");
 	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"queue_size\": 0}}}]}",
 		     "shadow.queue_size: expected an integer from 1 to 65536, got 0");
+	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"inline_max_us\": -1}}}]}",
+		     "shadow.inline_max_us: expected an integer from 0 to 1000000, got -1");
 	expect_error(state, M1 "\"shadow\": {\"version\": 2, \"atol\": -1}}}]}",
 		     "shadow.atol: expected a number >= 0");
 	expect_error(state, M1 "\"shadow\": {\"label\": \"bad-name\"}}}]}",

@@ -162,6 +162,15 @@ static double shadow_requests(fixture *fx, const char *result)
 	return counter(fx, "edgeserve_shadow_requests_total", labels, values);
 }
 
+/* edgeserve_shadow_runs_total of the fixture's device for worker "stream"
+ * or "idle". */
+static double shadow_runs(fixture *fx, const char *worker)
+{
+	static const char *const labels[] = { "device", "worker", NULL };
+	const char *values[] = { fx->s.cfg.devices[0].name, worker, NULL };
+	return counter(fx, "edgeserve_shadow_runs_total", labels, values);
+}
+
 static double shadow_total(fixture *fx)
 {
 	return shadow_requests(fx, "compared") + shadow_requests(fx, "diverged") +
@@ -699,12 +708,19 @@ static void test_unopenable_divergence_log_fails_create(void **state)
 
 /* ---- through the scheduler ------------------------------------------------------------------------- */
 
-static void test_sampled_request_is_mirrored_by_the_worker(void **state)
+/*
+ * A routed request with a shadow, submitted like any request: the
+ * scheduler mirrors it after the answer. inline_max_us 0 sends every copy to
+ * the idle worker; a bound no run reaches (1 s) lets the stream that
+ * answered take it, its device being idle. The metric says which ran it.
+ */
+static void mirrored_by_scheduler(int inline_max_us, const char *worker, const char *other)
 {
 	fixture fx;
 	gate g;
 	primary_req p;
 	fx_init(&fx, 2);
+	fx.s.cfg.models[0].shadow.inline_max_us = inline_max_us;
 	fx_start(&fx);
 	es_test_sync_init(&g.sy);
 
@@ -758,9 +774,23 @@ static void test_sampled_request_is_mirrored_by_the_worker(void **state)
 	assert_int_equal(es_servable_rollout_report(fx.s.m, &rep), 0);
 	assert_true(rep.shadow);
 	assert_int_equal(rep.shadow_divergent, 1);
+	assert_true(shadow_runs(&fx, worker) == 1);
+	assert_true(shadow_runs(&fx, other) == 0);
 	es_version_release(p.r.version);
 	es_test_server_free(&fx.s);
 	es_test_sync_destroy(&g.sy);
+}
+
+static void test_sampled_request_is_mirrored_by_the_idle_worker(void **state)
+{
+	(void)state;
+	mirrored_by_scheduler(0, "idle", "stream");
+}
+
+static void test_cheap_shadow_runs_on_the_answering_stream(void **state)
+{
+	(void)state;
+	mirrored_by_scheduler(1000000, "stream", "idle");
 }
 
 int main(void)
@@ -780,7 +810,8 @@ int main(void)
 		cmocka_unit_test(test_rate_limit_suppresses_and_counts),
 		cmocka_unit_test(test_server_log_without_divergence_log),
 		cmocka_unit_test(test_unopenable_divergence_log_fails_create),
-		cmocka_unit_test(test_sampled_request_is_mirrored_by_the_worker),
+		cmocka_unit_test(test_sampled_request_is_mirrored_by_the_idle_worker),
+		cmocka_unit_test(test_cheap_shadow_runs_on_the_answering_stream),
 	};
 	es_log_set_level(ES_LOG_WARN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
