@@ -286,6 +286,16 @@ int gb_count_op(const es_model *m, const char *op)
 	return k;
 }
 
+void gb_assert_pass_idempotent(es_model *m, const es_pass *pass)
+{
+	es_opt_report rep;
+	es_error err = { 0 };
+	if (es_opt_run_passes(m->graph, &pass, 1, NULL, &rep, &err))
+		fail_msg("pass %s failed on its own output: %s", pass->name, err.msg);
+	assert_int_equal(rep.pass[0].changes, 0);
+	assert_int_equal(rep.nodes_before, rep.nodes_after);
+}
+
 es_model *gb_both(es_graph *(*build)(void), const es_tensor *in, size_t n_in)
 {
 	es_model *plain = gb_model(build(), true);

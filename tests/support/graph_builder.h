@@ -90,6 +90,11 @@ const struct es_opt_pass_stat *gb_pass_stat(const es_model *m, const char *name)
 /* Nodes of op type `op` in m's graph. */
 int gb_count_op(const es_model *m, const char *op);
 
+/* Runs `pass` alone once more on m's (optimized) graph and asserts it
+ * changes nothing and keeps the node count. */
+struct es_pass;
+void gb_assert_pass_idempotent(es_model *m, const struct es_pass *pass);
+
 /*
  * Builds the graph twice, optimized and not, runs both on in[n_in] and
  * asserts every output keeps its name and agrees within 1e-4 + 1e-4 * |b|,

@@ -203,12 +203,7 @@ static void test_idempotent(void **state)
 	(void)state;
 	es_graph *g = chain();
 	es_model *m = gb_model(g, false);
-	es_opt_report rep;
-	es_error err = { 0 };
-	const es_pass *p = &es_pass_eliminate_identity;
-	assert_int_equal(es_opt_run_passes(m->graph, &p, 1, NULL, &rep, &err), 0);
-	assert_int_equal(rep.pass[0].changes, 0);
-	assert_int_equal(rep.nodes_before, rep.nodes_after);
+	gb_assert_pass_idempotent(m, &es_pass_eliminate_identity);
 	es_model_release(m);
 }
 

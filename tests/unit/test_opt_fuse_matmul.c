@@ -306,11 +306,7 @@ static void test_idempotent(void **state)
 	(void)state;
 	fill();
 	es_model *m = gb_model(build(V_BIAS_RELU), false);
-	es_opt_report rep;
-	es_error err = { 0 };
-	const es_pass *p = &es_pass_fuse_matmul;
-	assert_int_equal(es_opt_run_passes(m->graph, &p, 1, NULL, &rep, &err), 0);
-	assert_int_equal(rep.pass[0].changes, 0);
+	gb_assert_pass_idempotent(m, &es_pass_fuse_matmul);
 	es_model_release(m);
 }
 

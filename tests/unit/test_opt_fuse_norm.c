@@ -227,11 +227,7 @@ static void test_idempotent(void **state)
 		}
 	}
 	assert_true(seen);
-	es_opt_report rep;
-	es_error err = { 0 };
-	const es_pass *p = &es_pass_fuse_layernorm;
-	assert_int_equal(es_opt_run_passes(m->graph, &p, 1, NULL, &rep, &err), 0);
-	assert_int_equal(rep.pass[0].changes, 0);
+	gb_assert_pass_idempotent(m, &es_pass_fuse_layernorm);
 	es_model_release(m);
 }
 
