@@ -545,6 +545,11 @@ struct conv_prim {
 	struct conv_post post;
 	bool has_bias;
 	bool use_ref;
+	/* the OpenMP team size it was made for: oneDNN fixes a primitive's
+	 * thread count when it creates it, so sessions of one model with
+	 * different counts (a device's streams, a one-thread shadow session)
+	 * each get their own entry */
+	int threads;
 	struct dnnl_conv dc;
 	float *packed_w; /* W packed into dc.wei_md once (constant W only) */
 	uint64_t last_use;
@@ -604,6 +609,7 @@ static struct conv_prim *prim_build(const struct conv_state *st,
 	e->geom = *g;
 	e->post = *post;
 	e->has_bias = has_bias;
+	e->threads = threads;
 	es_dnnl_set_threads(threads);
 	if (dnnl_conv_create(&e->dc, g, has_bias, post, &why)) {
 		e->use_ref = true;
@@ -635,7 +641,7 @@ static struct conv_prim *prim_get(struct conv_state *st, const es_conv_geom *g,
 	st->clock++;
 	for (int i = 0; i < CACHE_SLOTS; i++) {
 		struct conv_prim *c = st->cache[i];
-		if (c && c->has_bias == has_bias &&
+		if (c && c->has_bias == has_bias && c->threads == threads &&
 		    !memcmp(&c->geom, g, sizeof(*g)) &&
 		    !memcmp(&c->post, post, sizeof(*post))) {
 			e = c;
