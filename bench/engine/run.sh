@@ -16,7 +16,9 @@
 # same machine. Prints one table: the medians over the repetitions of each
 # engine's p50 and p99 (ms), the ratio of the p50s (edgeserve / ORT: below 1
 # edgeserve is faster), each one's load time (edgeserve: model load; ORT:
-# session creation) and the max abs difference of the outputs (first
+# session creation; edgeserve also its compiled form's: `run --compiled`
+# writes the loaded model's compiled form, loads it back and runs that) and
+# the max abs difference of the outputs (first
 # repetition, bench/peer/compare.py), then the geometric mean of the
 # ratios per thread count and overall, ResNet-50's GFLOP/s (its conv and
 # gemm FLOPs counted from its shapes by bench/engine/flops.py, over
@@ -129,7 +131,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/es-bench-engine.XXXXXX")
 bench_pid=
 install_cleanup
-results=$tmp/results.tsv # model opset threads engine rep p50 p99 load_ms
+results=$tmp/results.tsv # model opset threads engine rep p50 p99 load_ms compiled_load_ms
 diffs=$tmp/diffs.tsv     # model opset threads max_abs_diff verdict
 : >"$results"
 : >"$diffs"
@@ -171,7 +173,8 @@ run_one() {
 	if [ "$engine" = edgeserve ]; then
 		timeout "$timeout_s" "$edgeserve" run "$model" --input "$in" --threads "$t" \
 			--warmup "$warmup" --iters "$iters" --json "${save[@]}" \
-			>"$out" 2>"$log" || rc=$?
+			--compiled "$dir/model.esc" >"$out" 2>"$log" || rc=$?
+		rm -f "$dir/model.esc"
 	else
 		timeout "$timeout_s" node "$peer/ort_run.js" "$model" --input "$in" --threads "$t" \
 			--warmup "$warmup" --iters "$iters" --json "${save[@]}" \
@@ -181,12 +184,12 @@ run_one() {
 		local why="exit $rc"
 		[ $rc -eq 124 ] && why="timed out after ${timeout_s}s"
 		echo "$bench_prog: $engine on ${m}_op$o, $t thread(s): $why: $(grep -v '^\s*$' "$log" | tail -n 1)" >&2
-		printf '%s\t%s\t%s\t%s\t%s\terror\terror\terror\n' "$m" "$o" "$t" "$engine" "$rep" >>"$results"
+		printf '%s\t%s\t%s\t%s\t%s\terror\terror\terror\terror\n' "$m" "$o" "$t" "$engine" "$rep" >>"$results"
 		return 0
 	fi
 	local fields load_key=load_ms
 	[ "$engine" = edgeserve ] || load_key=session_create_ms
-	fields=$(json_fields "$out" p50_ms p99_ms "$load_key")
+	fields=$(json_fields "$out" p50_ms p99_ms "$load_key" compiled_load_ms)
 	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$m" "$o" "$t" "$engine" "$rep" "$fields" >>"$results"
 }
 
@@ -256,8 +259,8 @@ models, opsets, threads = models.split(), opsets.split(), threads.split()
 
 runs = {}
 for line in open(results):
-    m, o, t, engine, _rep, p50, p99, load = line.rstrip("\n").split("\t")
-    runs.setdefault((m, o, t, engine), []).append((p50, p99, load))
+    m, o, t, engine, _rep, p50, p99, load, cload = line.rstrip("\n").split("\t")
+    runs.setdefault((m, o, t, engine), []).append((p50, p99, load, cload))
 diff = {}
 for line in open(diffs):
     m, o, t, d, verdict = line.rstrip("\n").split("\t")
@@ -282,7 +285,7 @@ print(f"engine benchmark: median of {reps} repetition(s) of {iters} timed runs e
 print()
 hdr = (f"{'model':<13} {'opset':>5} {'thr':>3}  {'es p50':>8} {'es p99':>8}  "
        f"{'ort p50':>8} {'ort p99':>8}  {'ratio':>6}  {'es load':>8} {'ort load':>8}  "
-       f"{'max|es-ort|':>11}")
+       f"{'es cload':>8} {'cl/load':>7}  {'max|es-ort|':>11}")
 print(hdr)
 print("-" * len(hdr))
 ratios = {}
@@ -290,7 +293,8 @@ es_p50 = {}
 for m in models:
     for o in (["qdq"] if m == "resnet50_int8" else opsets):
         for t in threads:
-            e50, e99, eld = (med((m, o, t, "edgeserve"), i) for i in range(3))
+            e50, e99, eld, ecl = (med((m, o, t, "edgeserve"), i) for i in range(4))
+            share = f"{100 * ecl / eld:6.1f}%" if ecl is not None and eld else f"{'-':>7}"
             o50, o99, old = (med((m, o, t, "ort"), i) for i in range(3))
             ratio = e50 / o50 if e50 and o50 else None
             if ratio and o != "qdq":  # the means are of the float models
@@ -302,8 +306,10 @@ for m in models:
             # in two engines, and the steps add up layer by layer
             dtxt = d if verdict in ("PASS", "") or o == "qdq" else f"{d} {verdict}"
             print(f"{m:<13} {o:>5} {t:>3}  {fmt(e50)} {fmt(e99)}  {fmt(o50)} {fmt(o99)}  "
-                  f"{(f'{ratio:6.2f}' if ratio else ' error')}  {fmt(eld)} {fmt(old)}  {dtxt:>11}")
-print("(times in ms; load: edgeserve model load, ORT session creation; "
+                  f"{(f'{ratio:6.2f}' if ratio else ' error')}  {fmt(eld)} {fmt(old)}  "
+                  f"{fmt(ecl)} {share}  {dtxt:>11}")
+print("(times in ms; load: edgeserve model load, ORT session creation; es cload: loading\n"
+      " edgeserve's compiled form of the same model, cl/load its share of the load; "
       "max|es-ort|: outputs of the first repetition)")
 lines = open(int8).read().splitlines()
 if lines:

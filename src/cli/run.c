@@ -9,6 +9,7 @@
  * input, the expected and the actual value instead of an engine error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
@@ -61,6 +62,9 @@ static const char run_help[] =
 	"  --no-optimize        run the graph as written, without optimizer passes\n"
 	"  --profile            add per-node and per-op-type time tables, measured\n"
 	"                       over the timed runs\n"
+	"  --compiled FILE      after loading, write the model's compiled form to\n"
+	"                       FILE, load it back, report that load time beside\n"
+	"                       the ONNX one, and run the compiled model\n"
 	"\n"
 	"The report also lists what the graph optimizer did at load: each pass\n"
 	"with the node count before and after it, its rewrites and its time\n"
@@ -94,6 +98,7 @@ typedef struct run_opts {
 	bool optimize;
 	bool profile;
 	const char *save_dir;
+	const char *compiled_path;
 	bool json;
 } run_opts;
 
@@ -108,6 +113,7 @@ enum flag_id {
 	FLAG_NO_OPTIMIZE,
 	FLAG_PROFILE,
 	FLAG_SAVE_OUTPUTS,
+	FLAG_COMPILED,
 	FLAG_JSON,
 	FLAG_LIST_OPS,
 	FLAG_HELP,
@@ -126,6 +132,7 @@ static const es_cli_flag run_flags[] = {
 	[FLAG_NO_OPTIMIZE] = {"--no-optimize", false, false},
 	[FLAG_PROFILE] = {"--profile", false, false},
 	[FLAG_SAVE_OUTPUTS] = {"--save-outputs", true, false},
+	[FLAG_COMPILED] = {"--compiled", true, false},
 	[FLAG_JSON] = {"--json", false, false},
 	[FLAG_LIST_OPS] = {"--list-ops", false, false},
 	[FLAG_HELP] = {"--help", false, false},
@@ -259,6 +266,12 @@ static int parse_args(int argc, char **argv, run_opts *o)
 				return usage_error("option '%s' needs a directory",
 						   flag);
 			o->save_dir = value;
+			break;
+		case FLAG_COMPILED:
+			if (!*value)
+				return usage_error("option '%s' needs a file name",
+						   flag);
+			o->compiled_path = value;
 			break;
 		case FLAG_JSON:
 			o->json = true;
@@ -797,6 +810,8 @@ static void json_dims(FILE *f, int ndim, const int64_t *dims)
 
 typedef struct run_result {
 	double load_ms;
+	double compiled_load_ms; /* --compiled: loading the compiled form */
+	long long compiled_bytes;
 	double session_ms;
 	double first_run_ms;
 	latency_stats lat;
@@ -863,6 +878,11 @@ static void print_text(const run_opts *o, const es_model *m,
 	}
 	print_optimizer_text(m);
 	printf("load         %.3f ms\n", r->load_ms);
+	if (o->compiled_path)
+		printf("compiled     %.3f ms to load %s (%.1f MB), %.1f %% of the ONNX load\n",
+		       r->compiled_load_ms, o->compiled_path,
+		       (double)r->compiled_bytes / 1e6,
+		       r->load_ms > 0 ? 100.0 * r->compiled_load_ms / r->load_ms : 0.0);
 	printf("session      %.3f ms\n", r->session_ms);
 	printf("first run    %.3f ms\n", r->first_run_ms);
 	printf("threads      %d%s\n", r->threads,
@@ -936,6 +956,11 @@ static void print_json(const run_opts *o, const es_model *m,
 	}
 	fputs("],\"load_ms\":", f);
 	json_num(f, r->load_ms);
+	if (o->compiled_path) {
+		fputs(",\"compiled_load_ms\":", f);
+		json_num(f, r->compiled_load_ms);
+		fprintf(f, ",\"compiled_bytes\":%lld", r->compiled_bytes);
+	}
 	fputs(",\"session_ms\":", f);
 	json_num(f, r->session_ms);
 	fputs(",\"first_run_ms\":", f);
@@ -992,6 +1017,42 @@ static void print_json(const run_opts *o, const es_model *m,
 	fputs("}\n", f);
 }
 
+/*
+ * --compiled: writes m's compiled form to path, loads it back (timed) and
+ * swaps *m for the model loaded from it. The file is written and read by
+ * this command alone, so its key is a fixed one.
+ */
+static int compile_round_trip(const char *path, const es_model_options *mopts,
+			      es_model **m, run_result *r, es_error *err)
+{
+	static const uint8_t key[ES_COMPILED_KEY_BYTES];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return es_error_set(err, ES_EIO, "--compiled: cannot create '%s': %s",
+				    path, strerror(errno));
+	int rc = es_model_save_compiled(*m, fd, key, err);
+	struct stat st;
+	if (!rc && fstat(fd, &st) == 0)
+		r->compiled_bytes = (long long)st.st_size;
+	if (close(fd) != 0 && !rc)
+		rc = es_error_set(err, ES_EIO, "--compiled: cannot write '%s': %s",
+				  path, strerror(errno));
+	if (rc) {
+		es_error_prefix(err, "--compiled: cannot save '%s'", path);
+		return rc;
+	}
+	es_model *loaded = NULL;
+	uint64_t t0 = now_ns();
+	if ((rc = es_model_load_compiled(path, mopts, key, &loaded, err)) != 0) {
+		es_error_prefix(err, "--compiled: cannot load '%s' back", path);
+		return rc;
+	}
+	r->compiled_load_ms = ns_to_ms(now_ns() - t0);
+	es_model_release(*m);
+	*m = loaded;
+	return 0;
+}
+
 static int fail(const es_error *err)
 {
 	fprintf(stderr, PROG ": %s\n", err->msg[0] ? err->msg : es_strerror(err->code));
@@ -1027,6 +1088,11 @@ int es_cli_run(int argc, char **argv)
 		goto out_free_opts;
 	}
 	r.load_ms = ns_to_ms(now_ns() - t0);
+	if (o.compiled_path &&
+	    compile_round_trip(o.compiled_path, &mopts, &model, &r, &err) != 0) {
+		status = fail(&err);
+		goto out_free_opts;
+	}
 
 	n_in = es_model_num_inputs(model);
 	n_out = es_model_num_outputs(model);

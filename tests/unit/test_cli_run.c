@@ -190,7 +190,7 @@ static void test_run_help(void **state)
 	static const char *const flags[] = {
 		"--input", "--random", "--seed", "--shape", "--threads",
 		"--warmup", "--iters", "--profile", "--save-outputs", "--json",
-		"--no-optimize",
+		"--no-optimize", "--compiled",
 	};
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		expect_contains(out_text, flags[i]);
@@ -278,6 +278,67 @@ static void test_run_npy_inputs_and_save_outputs(void **state)
 	es_tensor_free_data(&t);
 }
 
+/* --compiled: the compiled form is written, loaded back, timed, and the runs
+ * use the model loaded from it (same outputs as the ONNX model). */
+static void test_run_compiled_round_trip(void **state)
+{
+	(void)state;
+	require_binary_and_data();
+	const char *x = write_npy("cx.npy", ES_DT_FLOAT, 0.25);
+	const char *y = write_npy("cy.npy", ES_DT_FLOAT, -4.0);
+	char x_arg[300], y_arg[300], esc[128], out_dir[128];
+	snprintf(x_arg, sizeof(x_arg), "x=%s", x);
+	snprintf(y_arg, sizeof(y_arg), "y=%s", y);
+	snprintf(esc, sizeof(esc), "%s/add.esc", tmp_dir);
+	snprintf(out_dir, sizeof(out_dir), "%s/compiled_out", tmp_dir);
+	int rc = run_edgeserve("run", ADD_CASE "/model.onnx", "--input", x_arg,
+			       "--input", y_arg, "--iters", "2", "--json",
+			       "--compiled", esc, "--save-outputs", out_dir, NULL);
+	if (rc)
+		fail_msg("exit %d: %s", rc, err_text);
+	expect_contains(out_text, "\"compiled_load_ms\":");
+	expect_contains(out_text, "\"compiled_bytes\":");
+	struct stat st;
+	assert_int_equal(stat(esc, &st), 0);
+	assert_true(st.st_size > 0);
+
+	/* the file is a compiled form the engine loads on its own */
+	static const uint8_t key[ES_COMPILED_KEY_BYTES];
+	es_model *m = NULL;
+	es_error err = {0};
+	if (es_model_load_compiled(esc, NULL, key, &m, &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(es_model_num_inputs(m), 2);
+	es_model_release(m);
+
+	char path[256];
+	snprintf(path, sizeof(path), "%s/output_0.pb", out_dir);
+	es_tensor t;
+	char *name = NULL;
+	assert_int_equal(es_tensor_read_pb(path, &t, &name, &err), 0);
+	for (int i = 0; i < 60; i++)
+		assert_true(((float *)t.data)[i] == -3.75f);
+	free(name);
+	es_tensor_free_data(&t);
+
+	/* the text report names the file and its share of the ONNX load */
+	rc = run_edgeserve("run", ADD_CASE "/model.onnx", "--random", "--iters", "1",
+			   "--compiled", esc, NULL);
+	if (rc)
+		fail_msg("exit %d: %s", rc, err_text);
+	expect_contains(out_text, "compiled ");
+	expect_contains(out_text, "add.esc");
+	expect_contains(out_text, "% of the ONNX load");
+
+	/* a file that cannot be created is named */
+	assert_int_equal(run_edgeserve("run", ADD_CASE "/model.onnx", "--random",
+				       "--compiled", "/nonexistent/dir/m.esc", NULL), 1);
+	expect_contains(err_text, "/nonexistent/dir/m.esc");
+	assert_int_equal(run_edgeserve("run", ADD_CASE "/model.onnx", "--compiled=",
+				       NULL), 2);
+	expect_contains(err_text, "--compiled");
+}
+
 static void test_run_rejects_bad_inputs(void **state)
 {
 	(void)state;
@@ -341,6 +402,7 @@ int main(void)
 		cmocka_unit_test(test_run_pb_inputs_json),
 		cmocka_unit_test(test_run_text_report),
 		cmocka_unit_test(test_run_npy_inputs_and_save_outputs),
+		cmocka_unit_test(test_run_compiled_round_trip),
 		cmocka_unit_test(test_run_rejects_bad_inputs),
 	};
 	return cmocka_run_group_tests_name("cli_run", tests, setup, teardown);
