@@ -29,6 +29,7 @@
 #include "cli/cli.h"
 #include "cli/inputs.h"
 #include "edgeserve/engine.h"
+#include "engine/exec/exec.h"
 #include "engine/io/npy.h"
 #include "engine/ops/op.h"
 
@@ -812,6 +813,7 @@ typedef struct run_result {
 	double load_ms;
 	double compiled_load_ms; /* --compiled: loading the compiled form */
 	long long compiled_bytes;
+	const es_model *onnx_model; /* --compiled: the model the ONNX load made */
 	double session_ms;
 	double first_run_ms;
 	latency_stats lat;
@@ -819,6 +821,7 @@ typedef struct run_result {
 	es_tensor *out_shapes; /* dtype and dims of the first run's outputs */
 	profile_view profile;
 	bool have_profile;
+	es_exec_memory_info mem; /* the executor's memory plan after the runs */
 } run_result;
 
 /* The optimizer block: one line per pass that ran at load. */
@@ -876,7 +879,9 @@ static void print_text(const run_opts *o, const es_model *m,
 		printf("output %-5zu %s  %s %s\n", i, es_model_output(m, i)->name,
 		       es_dtype_name(r->out_shapes[i].dtype), dims);
 	}
-	print_optimizer_text(m);
+	/* what the optimizer did when the ONNX file was loaded (the compiled
+	 * form's own load finds nothing left to do) */
+	print_optimizer_text(r->onnx_model ? r->onnx_model : m);
 	printf("load         %.3f ms\n", r->load_ms);
 	if (o->compiled_path)
 		printf("compiled     %.3f ms to load %s (%.1f MB), %.1f %% of the ONNX load\n",
@@ -900,6 +905,14 @@ static void print_text(const run_opts *o, const es_model *m,
 	       r->lat.min, dec, r->lat.max, dec, r->lat.mean);
 	printf("throughput   %.2f runs/s\n",
 	       r->lat.total_ms > 0 ? (double)o->iters * 1e3 / r->lat.total_ms : 0.0);
+	if (r->mem.last_run_planned)
+		printf("memory       arena %.1f KiB (%zu buffers, %.1f KiB unshared; pool before the plan %.1f KiB)\n",
+		       (double)r->mem.arena_bytes / 1024.0, r->mem.buffers,
+		       (double)r->mem.buffer_bytes / 1024.0,
+		       (double)r->mem.recorded_pool_bytes / 1024.0);
+	else
+		printf("memory       no plan (pool %.1f KiB)\n",
+		       (double)r->mem.pool_bytes / 1024.0);
 	if (o->save_dir)
 		printf("outputs      saved to %s\n", o->save_dir);
 	if (r->have_profile)
@@ -943,9 +956,10 @@ static void print_json(const run_opts *o, const es_model *m,
 		fputc('}', f);
 	}
 	fputs("],\"optimizer\":[", f);
-	for (size_t i = 0; i < es_model_opt_passes(m); i++) {
+	const es_model *om = r->onnx_model ? r->onnx_model : m;
+	for (size_t i = 0; i < es_model_opt_passes(om); i++) {
 		es_opt_pass_info p;
-		if (es_model_opt_pass(m, i, &p))
+		if (es_model_opt_pass(om, i, &p))
 			continue;
 		fputs(i ? ",{\"pass\":" : "{\"pass\":", f);
 		json_str(f, p.name);
@@ -1019,11 +1033,13 @@ static void print_json(const run_opts *o, const es_model *m,
 
 /*
  * --compiled: writes m's compiled form to path, loads it back (timed) and
- * swaps *m for the model loaded from it. The file is written and read by
+ * swaps *m for the model loaded from it; *onnx gets the model loaded from
+ * the ONNX file (the caller releases it). The file is written and read by
  * this command alone, so its key is a fixed one.
  */
 static int compile_round_trip(const char *path, const es_model_options *mopts,
-			      es_model **m, run_result *r, es_error *err)
+			      es_model **m, es_model **onnx, run_result *r,
+			      es_error *err)
 {
 	static const uint8_t key[ES_COMPILED_KEY_BYTES];
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -1048,7 +1064,7 @@ static int compile_round_trip(const char *path, const es_model_options *mopts,
 		return rc;
 	}
 	r->compiled_load_ms = ns_to_ms(now_ns() - t0);
-	es_model_release(*m);
+	*onnx = *m;
 	*m = loaded;
 	return 0;
 }
@@ -1064,7 +1080,7 @@ int es_cli_run(int argc, char **argv)
 	run_opts o;
 	run_result r;
 	es_error err;
-	es_model *model = NULL;
+	es_model *model = NULL, *onnx_model = NULL;
 	es_session *session = NULL;
 	input_slot *slots = NULL;
 	es_tensor *inputs = NULL, *outputs = NULL;
@@ -1089,10 +1105,11 @@ int es_cli_run(int argc, char **argv)
 	}
 	r.load_ms = ns_to_ms(now_ns() - t0);
 	if (o.compiled_path &&
-	    compile_round_trip(o.compiled_path, &mopts, &model, &r, &err) != 0) {
+	    compile_round_trip(o.compiled_path, &mopts, &model, &onnx_model, &r, &err) != 0) {
 		status = fail(&err);
-		goto out_free_opts;
+		goto out_free_inputs;
 	}
+	r.onnx_model = onnx_model;
 
 	n_in = es_model_num_inputs(model);
 	n_out = es_model_num_outputs(model);
@@ -1163,6 +1180,7 @@ int es_cli_run(int argc, char **argv)
 		samples[i] = ns_to_ms(now_ns() - t0);
 	}
 	compute_stats(samples, (size_t)o.iters, &r.lat);
+	es_session_memory_info(session, &r.mem);
 	if (o.profile) {
 		if (build_profile(session, &r.profile, &err) != 0) {
 			status = fail(&err);
@@ -1199,6 +1217,8 @@ out_free_inputs:
 	free(samples);
 	if (model)
 		es_model_release(model);
+	if (onnx_model)
+		es_model_release(onnx_model);
 out_free_opts:
 	free_opts(&o);
 	return status;
