@@ -10,6 +10,7 @@
 #include "engine/exec/exec.h"
 #include "engine/model_int.h"
 #include "engine/onnx/onnx_int.h"
+#include "engine/opt/passes.h"
 #include "engine/ops/op.h"
 
 const es_tensor *es_init_const_input(const es_op_init_ctx *c, int i)
@@ -292,21 +293,66 @@ static int init_pending(es_graph *g, es_error *err)
 	return 0;
 }
 
+/* A DequantizeLinear of constants (an int8 weight, an int32 bias). */
+static bool const_dequantize(const es_graph *g, const es_node *n)
+{
+	return !strcmp(n->op_type, "DequantizeLinear") && is_default_domain(n->domain) &&
+	       all_inputs_constant(g, n);
+}
+
+/*
+ * Whether node n waits for the int8 pass (opt/fuse_qdq.c), which must see
+ * quantized weights before they become float constants: DequantizeLinear
+ * of constants and whatever would fold together with it (late[] marks
+ * their outputs), and the nodes reading such a value, whose init would
+ * otherwise see a non-constant weight. They are initialised (and folded)
+ * by the second init_kernels round, right after that pass.
+ */
+static bool deferred(const es_graph *g, const es_node *n, bool *late)
+{
+	bool any_late = false, chain = true;
+	for (int i = 0; i < n->n_inputs; i++) {
+		int v = n->inputs[i];
+		if (v < 0)
+			continue;
+		if (late[v])
+			any_late = true;
+		else if (!g->values[v].constant)
+			chain = false;
+	}
+	if (const_dequantize(g, n) || (any_late && chain && !is_random(n))) {
+		for (int o = 0; o < n->n_outputs; o++)
+			if (n->outputs[o] >= 0)
+				late[n->outputs[o]] = true;
+		return true;
+	}
+	return any_late;
+}
+
 /*
  * Initialises kernels in topological order. Unless disabled, a node whose
  * inputs are all constants is run once here and replaced by its outputs, so
  * the kernels after it see those as constants in their own init (weights
  * reshaped or transposed at export time, shape arithmetic on fixed shapes).
+ * With `defer`, the nodes deferred() names are left alone (not initialised,
+ * not folded) for a second round without it.
  */
-static int init_kernels(es_graph *g, bool fold, es_error *err)
+static int init_kernels(es_graph *g, bool fold, bool defer, es_error *err)
 {
 	es_session *folder = NULL;
+	bool *late = NULL;
 	int rc = 0, kept = 0, folded = 0;
-	if (fold && !(folder = es_exec_folder_new(g)))
+	if (defer && !(late = calloc((size_t)g->n_values + 1, sizeof(*late))))
 		return es_error_set(err, ES_ENOMEM, "out of memory");
+	if (fold && !(folder = es_exec_folder_new(g))) {
+		free(late);
+		return es_error_set(err, ES_ENOMEM, "out of memory");
+	}
 	for (int n = 0; n < g->n_nodes; n++) {
 		es_node *node = &g->nodes[n];
 		es_error_clear(err);
+		if (late && deferred(g, node, late))
+			continue;
 		if ((rc = init_node(g, node, err)))
 			goto out;
 		if (fold && all_inputs_constant(g, node) && !is_random(node)) {
@@ -333,7 +379,41 @@ static int init_kernels(es_graph *g, bool fold, es_error *err)
 out:
 	if (folder)
 		es_exec_folder_free(folder);
+	free(late);
 	return rc;
+}
+
+/* Appends the pass statistics of `more` to `rep`. */
+static void merge_report(es_opt_report *rep, const es_opt_report *more)
+{
+	for (int i = 0; i < more->n_passes && rep->n_passes < ES_OPT_MAX_PASSES; i++)
+		rep->pass[rep->n_passes++] = more->pass[i];
+	rep->nodes_after = more->nodes_after;
+}
+
+/*
+ * The optimizer pipeline in two parts: up to the int8 pass (fuse_qdq),
+ * which sees the deferred DequantizeLinear of constant weights, then the
+ * second init_kernels round, which initialises and folds what that pass
+ * left exactly as the first round would have, then the rest of the passes
+ * on a graph like the one they always saw. Then the nodes the passes
+ * created or touched are initialised.
+ */
+static int optimize(es_graph *g, es_model *m, es_error *err)
+{
+	size_t n = es_opt_default_passes_n, split = 0;
+	es_opt_report rest;
+	int rc;
+	for (size_t i = 0; i < n; i++)
+		if (es_opt_default_passes[i] == &es_pass_fuse_qdq)
+			split = i + 1;
+	if ((rc = es_opt_run_passes(g, es_opt_default_passes, split, &m->opts, &m->opt, err)) ||
+	    (rc = init_kernels(g, true, false, err)) ||
+	    (rc = es_opt_run_passes(g, es_opt_default_passes + split, n - split, &m->opts,
+				    &rest, err)))
+		return rc;
+	merge_report(&m->opt, &rest);
+	return init_pending(g, err);
 }
 
 static void fill_info(const es_value *v, es_value_info *info)
@@ -381,10 +461,9 @@ int es_model_from_graph(es_graph *g, const char *base_dir,
 	    (rc = es_graph_finalize(g, err)) ||
 	    (rc = resolve_kernels(g, err)) ||
 	    (rc = check_types(g, err)) ||
-	    (rc = init_kernels(g, !m->opts.no_optimize, err)))
+	    (rc = init_kernels(g, !m->opts.no_optimize, !m->opts.no_optimize, err)))
 		goto fail;
-	if (!m->opts.no_optimize &&
-	    ((rc = es_opt_run(g, &m->opts, &m->opt, err)) || (rc = init_pending(g, err))))
+	if (!m->opts.no_optimize && (rc = optimize(g, m, err)))
 		goto fail;
 	m->inputs = calloc((size_t)g->n_inputs + 1, sizeof(es_value_info));
 	m->outputs = calloc((size_t)g->n_outputs + 1, sizeof(es_value_info));

@@ -119,6 +119,19 @@ int gb_node_in(es_graph *g, const char *domain, const char *op, const char *name
 	return n;
 }
 
+void gb_import(es_graph *g, const char *domain, int64_t version)
+{
+	for (int i = 0; i < g->n_opsets; i++)
+		if (!strcmp(g->opsets[i].domain, domain))
+			return;
+	es_opset_import *o = realloc(g->opsets, sizeof(*o) * (size_t)(g->n_opsets + 1));
+	assert_non_null(o);
+	g->opsets = o;
+	o[g->n_opsets].domain = dup(domain);
+	o[g->n_opsets].version = version;
+	g->n_opsets++;
+}
+
 int gb_node(es_graph *g, const char *op, const char *name, const int *in, int n_in,
 	    const int *out, int n_out)
 {

@@ -43,6 +43,10 @@ int gb_node(es_graph *g, const char *op, const char *name, const int *in, int n_
 int gb_node_in(es_graph *g, const char *domain, const char *op, const char *name,
 	       const int *in, int n_in, const int *out, int n_out);
 
+/* Imports domain at version into g's opsets (no-op when imported): nodes
+ * of the engine's own domain need ES_DOMAIN, ES_DOMAIN_VERSION. */
+void gb_import(es_graph *g, const char *domain, int64_t version);
+
 /* Attributes of node n. */
 void gb_attr_int(es_graph *g, int n, const char *name, int64_t v);
 void gb_attr_float(es_graph *g, int n, const char *name, float v);

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include "edgeserve/engine.h"
 #include "engine/cache/crc32c.h"
 #include "engine/model_int.h"
@@ -1103,6 +1105,14 @@ static void test_engine_facts(void **state)
 	assert_non_null(cpu);
 	assert_ptr_equal(cpu, es_engine_cpu_features());
 	assert_non_null(strstr(cpu, "; onednn isa "));
+	/* ends with the oneDNN release (packed weights are in its layouts) */
+	{
+		const dnnl_version_t *v = dnnl_version();
+		char want[32];
+		snprintf(want, sizeof(want), " %d.%d.%d", v->major, v->minor, v->patch);
+		size_t lc = strlen(cpu), lw = strlen(want);
+		assert_true(lc > lw && !strcmp(cpu + lc - lw, want));
+	}
 #if defined(__x86_64__)
 	assert_int_equal(strncmp(cpu, "x86_64", 6), 0);
 #endif

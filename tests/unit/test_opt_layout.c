@@ -31,6 +31,7 @@
 #include "engine/model_int.h"
 #include "engine/opt/opt.h"
 #include "engine/opt/passes.h"
+#include "engine/ops/conv_ref.h"
 #include "support/graph_builder.h"
 
 /* ---- helpers --------------------------------------------------------------------- */
@@ -442,6 +443,45 @@ static void test_residual_enters(void **state)
 	es_model_release(opt);
 }
 
+/* 3x3 stride-1 convolutions with whole 16-channel blocks take oneDNN's
+ * Winograd algorithm inside the channels-last region (X and Y move to
+ * 16-channel blocks and back, the residual too): conv + relu, then conv +
+ * residual + relu, batch 2, odd spatial sizes. */
+static es_graph *winograd_block(void)
+{
+	gb_seed(111);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 2, 32, 9, 13 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int c1 = val(g, "c1"), r1 = val(g, "r1"), c2 = val(g, "c2"), s = val(g, "s");
+	int y = val(g, "y");
+	conv(g, x, c1, 32, 48, 3, 1, 1);
+	gb_node(g, "Relu", "relu1", &c1, 1, &r1, 1);
+	conv(g, r1, c2, 48, 32, 3, 1, 1);
+	int add_in[2] = { c2, x };
+	gb_node(g, "Add", "add", add_in, 2, &s, 1);
+	gb_node(g, "Relu", "relu2", &s, 1, &y, 1);
+	gb_output(g, y);
+	return g;
+}
+
+static void test_winograd_block(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 2, 32, 9, 13 };
+	es_tensor x = gb_rand_tensor(4, xd);
+	uint64_t before = es_conv_winograd_runs();
+	es_model *m = both(winograd_block, &x); /* outputs equal the plain graph's */
+	assert_int_equal(gb_count_op(m, "FusedConv"), 2);
+	const char *off = getenv("ES_CONV_WINOGRAD");
+	if (!off || strcmp(off, "0"))
+		assert_true(es_conv_winograd_runs() >= before + 2);
+	else
+		assert_true(es_conv_winograd_runs() == before);
+	es_model_release(m);
+	free(x.data);
+}
+
 /* The optimized graph (FusedConv, channels-last pools, Transposes) goes
  * through the compiled form unchanged: same nodes, same outputs. */
 static void test_compiled_round_trip(void **state)
@@ -475,6 +515,157 @@ static void test_compiled_round_trip(void **state)
 	free(x.data);
 }
 
+/* Number of kernel-saved packed-weight attributes on node n. */
+static int packed_attrs(const es_node *node)
+{
+	int c = 0;
+	for (int a = 0; a < node->n_attrs; a++)
+		c += !strncmp(node->attrs[a].name, "es.packed_weights.", 18);
+	return c;
+}
+
+static es_model *save_and_load(const es_model *m, const uint8_t *key)
+{
+	char path[] = "/tmp/es_test_layout_XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	es_error err = { 0 };
+	if (es_model_save_compiled(m, fd, key, &err))
+		fail_msg("save: %s", err.msg);
+	close(fd);
+	es_model *back = NULL;
+	if (es_model_load_compiled(path, NULL, key, &back, &err))
+		fail_msg("load: %s", err.msg);
+	unlink(path);
+	return back;
+}
+
+/* A model that ran keeps its packed convolution weights in the compiled
+ * form; the model loaded from it adopts them (no packing) and computes the
+ * same outputs; saving that model again stores each set once. */
+static void test_compiled_packed_weights(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	es_model *m = gb_model(resnet_like(), false);
+	uint8_t key[ES_COMPILED_KEY_BYTES] = { 9 };
+	es_error err = { 0 };
+	es_tensor a[1], b[1], c[1];
+	assert_int_equal(gb_run(m, &x, 1, a, &err), 0);
+
+	es_model *back = save_and_load(m, key);
+	int convs = 0, saved = 0;
+	for (int n = 0; n < back->graph->n_nodes; n++) {
+		const es_node *node = &back->graph->nodes[n];
+		if (strcmp(node->op_type, "FusedConv"))
+			continue;
+		convs++;
+		saved += packed_attrs(node);
+		assert_true(packed_attrs(node) >= 1);
+	}
+	assert_int_equal(convs, 3);
+	uint64_t before = es_conv_adopted_weights();
+	assert_int_equal(gb_run(back, &x, 1, b, &err), 0);
+	gb_assert_close(&b[0], &a[0], 0, 0);
+	assert_int_equal(es_conv_adopted_weights() - before, (uint64_t)saved);
+
+	/* a session of another thread count makes primitives of its own; they
+	 * adopt the same weights where they want the same layout, and compute
+	 * the same outputs either way */
+	{
+		es_session *s2 = NULL;
+		es_session_options so = { .threads = 2 };
+		es_tensor out2[1];
+		assert_int_equal(es_session_create(back, &so, &s2, &err), 0);
+		assert_int_equal(es_session_run(s2, &x, 1, out2, &err), 0);
+		gb_assert_close(&out2[0], &a[0], 1e-5, 1e-5);
+		es_session_destroy(s2);
+	}
+
+	/* saved again: the adopted sets replace the loaded attributes */
+	es_model *again = save_and_load(back, key);
+	for (int n = 0; n < again->graph->n_nodes; n++)
+		assert_int_equal(packed_attrs(&again->graph->nodes[n]),
+				 packed_attrs(&back->graph->nodes[n]));
+	assert_int_equal(gb_run(again, &x, 1, c, &err), 0);
+	gb_assert_close(&c[0], &a[0], 0, 0);
+
+	/* a model that never ran has nothing packed to keep */
+	es_model *fresh = gb_model(resnet_like(), false);
+	es_model *empty = save_and_load(fresh, key);
+	for (int n = 0; n < empty->graph->n_nodes; n++)
+		assert_int_equal(packed_attrs(&empty->graph->nodes[n]), 0);
+
+	free(a[0].data);
+	free(b[0].data);
+	free(c[0].data);
+	es_model_release(empty);
+	es_model_release(fresh);
+	es_model_release(again);
+	es_model_release(back);
+	es_model_release(m);
+	free(x.data);
+}
+
+/* Packed-weight attributes that do not fit (garbage, a header whose sizes
+ * do not match) are ignored: the weights are packed as usual. (A key or
+ * layout that does not match: test_compiled_packed_weights.) */
+static es_graph *fused_with_bogus_packing(void)
+{
+	gb_seed(112);
+	es_graph *g = gb_graph(13);
+	int64_t xd[4] = { 1, 16, 8, 8 }, wd[4] = { 16, 16, 3, 3 };
+	int x = gb_input(g, "x", ES_DT_FLOAT, 4, xd);
+	int y = val(g, "y");
+	int ins[2] = { x, gb_rand_const(g, "W", 4, wd, 0.5f) };
+	gb_import(g, ES_DOMAIN, ES_DOMAIN_VERSION);
+	int n = gb_node_in(g, ES_DOMAIN, "FusedConv", "fc", ins, 2, &y, 1);
+	int64_t pads[4] = { 1, 1, 1, 1 };
+	gb_attr_ints(g, n, "pads", pads, 4);
+	gb_output(g, y);
+	/* three bogus blobs: garbage, and two headers with wrong sizes */
+	static const size_t sizes[3] = { 100, 4096, 0 };
+	for (int i = 0; i < 3; i++) {
+		es_node *node = &g->nodes[n];
+		es_attr *at = realloc(node->attrs, (size_t)(node->n_attrs + 1) * sizeof(*at));
+		assert_non_null(at);
+		node->attrs = at;
+		es_attr *a = &at[node->n_attrs++];
+		memset(a, 0, sizeof(*a));
+		char name[40];
+		snprintf(name, sizeof(name), "es.packed_weights.%d", i);
+		a->name = strdup(name);
+		a->type = ES_ATTR_TENSOR;
+		a->t = calloc(1, sizeof(*a->t));
+		int64_t total = (int64_t)(sizes[i] ? sizes[i] : 1024 + 16 * 16 * 9 * 4);
+		es_error err = { 0 };
+		assert_int_equal(es_tensor_alloc(a->t, ES_DT_UINT8, 1, &total, &err), 0);
+		uint8_t *b = a->t->data;
+		memset(b, i == 0 ? 0xa5 : 0, (size_t)total);
+		if (i) {
+			memcpy(b, "ESPW", 4);
+			uint32_t v = 1;
+			memcpy(b + 4, &v, 4);
+			uint64_t off = 1024, bytes = (uint64_t)total - 1024;
+			memcpy(b + 16, &off, 8);
+			memcpy(b + 24, &bytes, 8);
+		}
+	}
+	return g;
+}
+
+static void test_packed_attrs_untrusted(void **state)
+{
+	(void)state;
+	int64_t xd[4] = { 1, 16, 8, 8 };
+	es_tensor x = gb_rand_tensor(4, xd);
+	uint64_t before = es_conv_adopted_weights();
+	es_model *m = gb_both(fused_with_bogus_packing, &x, 1);
+	assert_int_equal(es_conv_adopted_weights(), before);
+	es_model_release(m);
+	free(x.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,7 +678,10 @@ int main(void)
 		cmocka_unit_test(test_pools),
 		cmocka_unit_test(test_conv_variants),
 		cmocka_unit_test(test_residual_enters),
+		cmocka_unit_test(test_winograd_block),
 		cmocka_unit_test(test_compiled_round_trip),
+		cmocka_unit_test(test_compiled_packed_weights),
+		cmocka_unit_test(test_packed_attrs_untrusted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

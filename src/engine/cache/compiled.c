@@ -40,6 +40,7 @@
 #include "base/status.h"
 #include "engine/cache/crc32c.h"
 #include "engine/model_int.h"
+#include "engine/ops/op.h"
 
 /* ---- header -------------------------------------------------------------- */
 
@@ -300,6 +301,11 @@ static void detect_cpu(void)
 #endif
 	append(&at, "; onednn isa ");
 	append(&at, onednn_isa_name(dnnl_get_effective_cpu_isa(), buf, sizeof(buf)));
+	/* kernels store weights packed in oneDNN's layouts (save_attrs):
+	 * another oneDNN release may choose other layouts */
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(buf, sizeof(buf), " %d.%d.%d", v->major, v->minor, v->patch);
+	append(&at, buf);
 }
 
 const char *es_engine_cpu_features(void)
@@ -331,8 +337,53 @@ typedef struct writer {
 	size_t *tensor_off;         /* payload offset of each tensor's data */
 	bool *stored;               /* false: same bytes as an earlier tensor */
 	uint8_t scratch[VALUE_REC];
+	/* per node: the attributes its kernel saves (op->save_attrs), asked
+	 * once before both walks so they see the same set */
+	es_attr **extra;
+	int *n_extra;
 	es_error *err;
 } writer;
+
+static bool saved_attr_name(const char *name)
+{
+	return name && !strncmp(name, ES_SAVED_ATTR_PREFIX, strlen(ES_SAVED_ATTR_PREFIX));
+}
+
+/* Asks every kernel with a save_attrs hook for its attributes. */
+static int collect_saved_attrs(writer *w)
+{
+	const es_graph *g = w->g;
+	w->extra = calloc((size_t)g->n_nodes + 1, sizeof(*w->extra));
+	w->n_extra = calloc((size_t)g->n_nodes + 1, sizeof(*w->n_extra));
+	if (!w->extra || !w->n_extra)
+		return es_error_set(w->err, ES_ENOMEM, "out of memory");
+	for (int n = 0; n < g->n_nodes; n++) {
+		const es_node *node = &g->nodes[n];
+		if (!node->op || !node->op->save_attrs || !node->state)
+			continue;
+		int rc = node->op->save_attrs(node->state, node, &w->extra[n],
+					      &w->n_extra[n], w->err);
+		if (rc)
+			return rc;
+		for (int a = 0; a < w->n_extra[n]; a++)
+			if (!saved_attr_name(w->extra[n][a].name))
+				return es_error_set(w->err, ES_EINTERNAL,
+					"node '%s': kernel attribute '%s' lacks the '%s' prefix",
+					node->name, w->extra[n][a].name, ES_SAVED_ATTR_PREFIX);
+	}
+	return 0;
+}
+
+static void free_saved_attrs(writer *w)
+{
+	for (int n = 0; w->extra && n < w->g->n_nodes; n++) {
+		for (int a = 0; a < w->n_extra[n]; a++)
+			es_attr_clear(w->g, &w->extra[n][a]);
+		free(w->extra[n]);
+	}
+	free(w->extra);
+	free(w->n_extra);
+}
 
 static uint8_t *next_rec(writer *w, int s)
 {
@@ -512,9 +563,14 @@ static int put_graph(writer *w, uint8_t *head, int64_t opset)
 	}
 	for (int n = 0; n < g->n_nodes; n++) {
 		const es_node *node = &g->nodes[n];
+		/* the node's own attributes, less kernel-saved ones of an
+		 * earlier save: the kernel's current set replaces those */
+		int n_attrs = w->n_extra[n];
+		for (int a = 0; a < node->n_attrs; a++)
+			n_attrs += !saved_attr_name(node->attrs[a].name);
 		if (node->n_inputs < 0 || node->n_inputs > MAX_NODE_IO ||
 		    node->n_outputs < 0 || node->n_outputs > MAX_NODE_IO ||
-		    node->n_attrs < 0 || node->n_attrs > MAX_NODE_ATTRS)
+		    node->n_attrs < 0 || n_attrs > MAX_NODE_ATTRS)
 			return es_error_set(w->err, ES_EUNSUPPORTED,
 				"node '%s' (%s): more than %d inputs, outputs or attributes",
 				node->name, node->op_type, MAX_NODE_IO);
@@ -524,7 +580,7 @@ static int put_graph(writer *w, uint8_t *head, int64_t opset)
 		put_str(w, r + N_DOMAIN, node->domain);
 		put_u32(r + N_N_INPUTS, (uint32_t)node->n_inputs);
 		put_u32(r + N_N_OUTPUTS, (uint32_t)node->n_outputs);
-		put_u32(r + N_N_ATTRS, (uint32_t)node->n_attrs);
+		put_u32(r + N_N_ATTRS, (uint32_t)n_attrs);
 		put_u64(r + N_IO_START, w->cur[S_NODE_IO]);
 		put_u64(r + N_ATTR_START, w->cur[S_ATTRS]);
 		for (int i = 0; i < node->n_inputs; i++)
@@ -532,7 +588,11 @@ static int put_graph(writer *w, uint8_t *head, int64_t opset)
 		for (int o = 0; o < node->n_outputs; o++)
 			put_u32(next_rec(w, S_NODE_IO), (uint32_t)node->outputs[o]);
 		for (int a = 0; a < node->n_attrs; a++)
-			if ((rc = put_attr(w, node, &node->attrs[a])))
+			if (!saved_attr_name(node->attrs[a].name) &&
+			    (rc = put_attr(w, node, &node->attrs[a])))
+				return rc;
+		for (int a = 0; a < w->n_extra[n]; a++)
+			if ((rc = put_attr(w, node, &w->extra[n][a])))
 				return rc;
 	}
 	return 0;
@@ -623,6 +683,8 @@ int es_model_save_compiled(const es_model *m, int fd,
 	size_t *dup_of = NULL;
 	int rc;
 
+	if ((rc = collect_saved_attrs(&w)))
+		goto out_free;
 	/* measure */
 	memset(head_scratch, 0, sizeof(head_scratch));
 	if ((rc = put_graph(&w, head_scratch, m->opset)))
@@ -718,6 +780,7 @@ int es_model_save_compiled(const es_model *m, int fd,
 	}
 	rc = 0;
 out_free:
+	free_saved_attrs(&w);
 	free(w.meta);
 	free(w.tensor_off);
 	free(w.stored);

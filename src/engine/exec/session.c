@@ -1,16 +1,29 @@
 /*
  * The executor: runs a model's nodes in topological order over buffers from
- * a per-session pool.
+ * a static memory plan (or, until there is one, a per-session pool).
  *
  * Every intermediate value holds a reference on a buffer block. A value's
  * reference is dropped after its last reader ran (or right after its node
- * when nobody reads it), and a block whose last reference goes returns to
- * the session's free list. Allocation takes the smallest free block that
- * fits. Runs with the same input shapes therefore replay the same sequence
- * of requests and reuse the same blocks: after the first run, a steady
- * state run allocates nothing. Reshape-like kernels alias their input's
- * block (a second reference), elementwise kernels may write in place into a
- * block nobody else will read.
+ * when nobody reads it). Reshape-like kernels alias their input's block (a
+ * second reference), elementwise kernels may write in place into a block
+ * nobody else will read.
+ *
+ * Memory plans. A run's input shapes (dtype and dims of every graph input)
+ * are its signature. The first run of a signature takes its blocks from the
+ * pool (best fit from a free list; a block whose last reference goes
+ * returns to it) and records every request in order: outputs, scratch,
+ * in-place and alias decisions, with the node that made it, and for every
+ * block the nodes between which it was live. At the end of that run the
+ * recording becomes a plan: one arena in which every block has an offset,
+ * chosen so that blocks live at the same time never overlap (largest
+ * first, each into the lowest gap left by the blocks already placed whose
+ * lifetimes meet its own). Later runs of the signature answer each request
+ * with the next planned block (arena + offset) after checking it is the
+ * request the recording saw; a run that asks for anything else (an output
+ * size that depends on values, NonZero) takes the rest of its blocks from
+ * the pool, and its plan is dropped and recorded again by the next run of
+ * that signature, or given up for it after ES_EXEC_MAX_PLAN_MISSES. A
+ * session keeps up to ES_EXEC_MAX_PLANS plans (least recently used goes).
  *
  * Threads: a session runs on the calling thread's OpenMP team, shared by
  * the engine's kernels and oneDNN. Waking the team costs more than the work
@@ -20,6 +33,8 @@
  * above it. The team size is changed only when it differs from the
  * previous node's.
  */
+#define _GNU_SOURCE /* qsort_r */
+#include <limits.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,6 +52,8 @@ typedef struct block {
 	void *data;
 	size_t cap;
 	int refs;
+	bool planned;  /* part of a plan's arena: never on the free list */
+	int buf;       /* while recording: the recorded buffer it answers */
 	struct block *next; /* free list / all-blocks list */
 	struct block *all_next;
 } block;
@@ -54,6 +71,49 @@ struct es_exec {
 	block *scratch[MAX_SCRATCH];
 	int n_scratch;
 };
+
+/* What a kernel asked the executor for, in run order. */
+enum { EV_OUTPUT, EV_SCRATCH, EV_INPLACE, EV_ALIAS };
+
+typedef struct plan_event {
+	int node;
+	int kind;   /* EV_* */
+	int index;  /* output index; -1 for scratch */
+	int src;    /* input index shared (in-place, alias); -1 otherwise */
+	int buf;    /* buffer answering it (output, scratch); -1 otherwise */
+	size_t bytes;
+} plan_event;
+
+/* One planned buffer: live from node `first` to node `last` (inclusive). */
+typedef struct plan_buf {
+	size_t offset, size, bytes;
+	int first, last;
+} plan_buf;
+
+/* The arena and what it answers, for one signature. */
+typedef struct plan_layout {
+	plan_event *events;
+	int n_events;
+	plan_buf *bufs;
+	int n_bufs;
+	block *blocks; /* one per buffer, data inside the arena */
+	void *arena;
+	size_t arena_bytes, sum_bytes, pool_bytes;
+} plan_layout;
+
+typedef struct sig_dim {
+	es_dtype dtype;
+	int ndim;
+	int64_t dims[ES_MAX_DIMS];
+} sig_dim;
+
+/* A signature the session has seen; layout NULL until (re)recorded. */
+typedef struct mem_plan {
+	sig_dim *sig;
+	int misses;         /* runs that deviated from this signature's plans */
+	uint64_t last_used;
+	plan_layout *layout;
+} mem_plan;
 
 struct es_session {
 	es_model *model;
@@ -75,6 +135,23 @@ struct es_session {
 	unsigned char *work_kind; /* per node: how node_threads estimates work */
 	es_exec_node_hook hook;   /* called around every node when set */
 	void *hook_arg;
+	/* memory plans */
+	bool planning;             /* plans enabled (sessions of a model) */
+	int cur_node;              /* node running, n_nodes between runs */
+	mem_plan *plans[ES_EXEC_MAX_PLANS];
+	int n_plans;
+	uint64_t clock;            /* LRU time */
+	mem_plan *active;          /* answering this run's requests, or NULL */
+	int next_event;            /* active: index of the next expected event */
+	plan_layout *retired;      /* dropped mid-run: freed at the next run */
+	mem_plan *recording;       /* signature being recorded this run */
+	plan_event *rec_events;
+	int rec_n_events, rec_cap_events;
+	plan_buf *rec_bufs;
+	int rec_n_bufs, rec_cap_bufs;
+	bool rec_failed;           /* out of memory while recording */
+	const plan_layout *last_layout; /* the plan the last run used */
+	uint64_t plans_built, plan_misses;
 };
 
 /* ---- pool ---------------------------------------------------------------- */
@@ -101,6 +178,7 @@ static block *pool_get(es_session *s, size_t bytes)
 	}
 	b->cap = bytes;
 	b->refs = 1;
+	b->buf = -1;
 	b->all_next = s->all_blocks;
 	s->all_blocks = b;
 	return b;
@@ -110,11 +188,41 @@ static void pool_put(es_session *s, block *b)
 {
 	if (!b || --b->refs > 0)
 		return;
+	if (b->buf >= 0) {
+		/* recorded: its lifetime ends with the node running now */
+		if (s->recording && b->buf < s->rec_n_bufs)
+			s->rec_bufs[b->buf].last = s->cur_node;
+		b->buf = -1;
+	}
+	if (b->planned)
+		return;
 	block **pp = &s->free_list;
 	while (*pp && (*pp)->cap < b->cap)
 		pp = &(*pp)->next;
 	b->next = *pp;
 	*pp = b;
+}
+
+static size_t pool_footprint(const es_session *s)
+{
+	size_t bytes = 0;
+	for (const block *b = s->all_blocks; b; b = b->all_next)
+		bytes += b->cap;
+	return bytes;
+}
+
+/* Frees the pool's blocks; call only when none is in use. */
+static void pool_trim(es_session *s)
+{
+	block *b = s->all_blocks;
+	while (b) {
+		block *next = b->all_next;
+		es_aligned_free(b->data);
+		free(b);
+		b = next;
+	}
+	s->all_blocks = NULL;
+	s->free_list = NULL;
 }
 
 static void slot_release(es_session *s, slot *sl)
@@ -123,6 +231,383 @@ static void slot_release(es_session *s, slot *sl)
 		pool_put(s, sl->blk);
 	sl->blk = NULL;
 	memset(&sl->t, 0, sizeof(sl->t));
+}
+
+/* ---- memory plans ---------------------------------------------------------- */
+
+static void layout_free(plan_layout *l)
+{
+	if (!l)
+		return;
+	es_aligned_free(l->arena);
+	free(l->events);
+	free(l->bufs);
+	free(l->blocks);
+	free(l);
+}
+
+static void plan_free(mem_plan *p)
+{
+	if (!p)
+		return;
+	layout_free(p->layout);
+	free(p->sig);
+	free(p);
+}
+
+static bool sig_matches(const es_session *s, const mem_plan *p,
+			const es_tensor *inputs)
+{
+	for (int i = 0; i < s->g->n_inputs; i++) {
+		const sig_dim *d = &p->sig[i];
+		if (d->dtype != inputs[i].dtype || d->ndim != inputs[i].ndim ||
+		    memcmp(d->dims, inputs[i].dims, (size_t)d->ndim * sizeof(int64_t)))
+			return false;
+	}
+	return true;
+}
+
+static mem_plan *plan_find(es_session *s, const es_tensor *inputs)
+{
+	for (int i = 0; i < s->n_plans; i++)
+		if (sig_matches(s, s->plans[i], inputs))
+			return s->plans[i];
+	return NULL;
+}
+
+/* A new signature entry (no layout yet); evicts the least recently used
+ * entry when the session holds ES_EXEC_MAX_PLANS. NULL when out of memory. */
+static mem_plan *plan_add(es_session *s, const es_tensor *inputs)
+{
+	mem_plan *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->sig = calloc((size_t)s->g->n_inputs + 1, sizeof(sig_dim));
+	if (!p->sig) {
+		free(p);
+		return NULL;
+	}
+	for (int i = 0; i < s->g->n_inputs; i++) {
+		p->sig[i].dtype = inputs[i].dtype;
+		p->sig[i].ndim = inputs[i].ndim;
+		memcpy(p->sig[i].dims, inputs[i].dims,
+		       (size_t)inputs[i].ndim * sizeof(int64_t));
+	}
+	if (s->n_plans == ES_EXEC_MAX_PLANS) {
+		int oldest = 0;
+		for (int i = 1; i < s->n_plans; i++)
+			if (s->plans[i]->last_used < s->plans[oldest]->last_used)
+				oldest = i;
+		/* between runs: no block of its arena is in use */
+		if (s->last_layout == s->plans[oldest]->layout)
+			s->last_layout = NULL;
+		plan_free(s->plans[oldest]);
+		s->plans[oldest] = s->plans[--s->n_plans];
+	}
+	s->plans[s->n_plans++] = p;
+	return p;
+}
+
+/* The active plan does not describe this run: the rest of the run takes
+ * pool blocks; the arena stays valid until the next run, which records
+ * the signature again (or gives it up). */
+static void plan_deviated(es_session *s)
+{
+	mem_plan *p = s->active;
+	s->plan_misses++;
+	p->misses++;
+	layout_free(s->retired);
+	s->retired = p->layout;
+	p->layout = NULL;
+	s->active = NULL;
+}
+
+static int rec_event(es_session *s, int kind, int index, int src, int buf,
+		     size_t bytes)
+{
+	if (s->rec_n_events == s->rec_cap_events) {
+		int cap = s->rec_cap_events ? 2 * s->rec_cap_events : 256;
+		plan_event *e = realloc(s->rec_events, (size_t)cap * sizeof(*e));
+		if (!e)
+			return -1;
+		s->rec_events = e;
+		s->rec_cap_events = cap;
+	}
+	s->rec_events[s->rec_n_events++] = (plan_event){
+		.node = s->cur_node, .kind = kind, .index = index, .src = src,
+		.buf = buf, .bytes = bytes,
+	};
+	return 0;
+}
+
+static int rec_buf(es_session *s, size_t bytes)
+{
+	if (s->rec_n_bufs == s->rec_cap_bufs) {
+		int cap = s->rec_cap_bufs ? 2 * s->rec_cap_bufs : 128;
+		plan_buf *b = realloc(s->rec_bufs, (size_t)cap * sizeof(*b));
+		if (!b)
+			return -1;
+		s->rec_bufs = b;
+		s->rec_cap_bufs = cap;
+	}
+	s->rec_bufs[s->rec_n_bufs] = (plan_buf){
+		.bytes = bytes, .first = s->cur_node, .last = INT_MAX,
+	};
+	return s->rec_n_bufs++;
+}
+
+/* In-place and alias decisions are part of the plan: they decide how long
+ * a block lives. */
+static void mem_event(es_session *s, int kind, int index, int src)
+{
+	if (s->active) {
+		mem_plan *p = s->active;
+		const plan_event *e = s->next_event < p->layout->n_events ?
+			&p->layout->events[s->next_event] : NULL;
+		if (e && e->node == s->cur_node && e->kind == kind &&
+		    e->index == index && e->src == src) {
+			s->next_event++;
+			return;
+		}
+		plan_deviated(s);
+	}
+	if (s->recording && !s->rec_failed && rec_event(s, kind, index, src, -1, 0))
+		s->rec_failed = true;
+}
+
+/* A block for a request of the running node (output `index`, or scratch
+ * with index -1): the planned one, else from the pool. */
+static block *mem_get(es_session *s, int kind, int index, size_t bytes)
+{
+	if (s->active) {
+		mem_plan *p = s->active;
+		const plan_event *e = s->next_event < p->layout->n_events ?
+			&p->layout->events[s->next_event] : NULL;
+		/* a planned block still referenced would mean the lifetimes
+		 * differ from the recording's: never hand it out twice */
+		if (e && e->node == s->cur_node && e->kind == kind &&
+		    e->index == index && e->bytes == bytes &&
+		    p->layout->blocks[e->buf].refs == 0) {
+			block *b = &p->layout->blocks[e->buf];
+			s->next_event++;
+			b->refs = 1;
+			return b;
+		}
+		plan_deviated(s);
+	}
+	block *b = pool_get(s, bytes);
+	if (b && s->recording && !s->rec_failed) {
+		int id = rec_buf(s, bytes);
+		if (id < 0 || rec_event(s, kind, index, -1, id, bytes))
+			s->rec_failed = true;
+		else
+			b->buf = id;
+	}
+	return b;
+}
+
+static int cmp_size_desc(const void *a, const void *b, void *bufs)
+{
+	const plan_buf *x = &((const plan_buf *)bufs)[*(const int *)a];
+	const plan_buf *y = &((const plan_buf *)bufs)[*(const int *)b];
+	if (x->size != y->size)
+		return x->size < y->size ? 1 : -1;
+	return x->first - y->first;
+}
+
+static int cmp_offset(const void *a, const void *b, void *bufs)
+{
+	const plan_buf *x = &((const plan_buf *)bufs)[*(const int *)a];
+	const plan_buf *y = &((const plan_buf *)bufs)[*(const int *)b];
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/*
+ * Gives every buffer an offset: largest first, each at the lowest offset
+ * where it overlaps no already placed buffer whose lifetime meets its own.
+ * Returns the arena size, or 0 with *overflow set.
+ */
+static size_t place_buffers(plan_buf *bufs, int n, int *order, int *meet,
+			    bool *overflow)
+{
+	size_t arena = 0;
+	*overflow = false;
+	for (int i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, (size_t)n, sizeof(int), cmp_size_desc, bufs);
+	for (int i = 0; i < n; i++) {
+		plan_buf *b = &bufs[order[i]];
+		int n_meet = 0;
+		for (int j = 0; j < i; j++) {
+			const plan_buf *q = &bufs[order[j]];
+			if (q->first <= b->last && b->first <= q->last)
+				meet[n_meet++] = order[j];
+		}
+		qsort_r(meet, (size_t)n_meet, sizeof(int), cmp_offset, bufs);
+		size_t at = 0;
+		for (int j = 0; j < n_meet; j++) {
+			const plan_buf *q = &bufs[meet[j]];
+			if (q->offset >= at && q->offset - at >= b->size)
+				break;
+			if (q->offset + q->size > at)
+				at = q->offset + q->size;
+		}
+		b->offset = at;
+		if (es_add_size(at, b->size, &at)) {
+			*overflow = true;
+			return 0;
+		}
+		if (at > arena)
+			arena = at;
+	}
+	return arena;
+}
+
+/* Turns this run's recording into p's layout. Failure only means no plan. */
+static void plan_build(es_session *s, mem_plan *p)
+{
+	int n = s->rec_n_bufs;
+	plan_layout *l = calloc(1, sizeof(*l));
+	int *order = malloc(((size_t)n + 1) * sizeof(int));
+	int *meet = malloc(((size_t)n + 1) * sizeof(int));
+	if (!l || !order || !meet)
+		goto out_free;
+	l->n_bufs = n;
+	l->n_events = s->rec_n_events;
+	l->bufs = malloc(((size_t)n + 1) * sizeof(plan_buf));
+	l->blocks = calloc((size_t)n + 1, sizeof(block));
+	l->events = malloc(((size_t)l->n_events + 1) * sizeof(plan_event));
+	if (!l->bufs || !l->blocks || !l->events)
+		goto out_free;
+	if (l->n_events) /* a graph with no node requests nothing */
+		memcpy(l->events, s->rec_events, (size_t)l->n_events * sizeof(plan_event));
+	for (int i = 0; i < n; i++) {
+		plan_buf *b = &l->bufs[i];
+		*b = s->rec_bufs[i];
+		/* still held after the last node: the graph outputs */
+		if (b->last == INT_MAX)
+			b->last = s->g->n_nodes;
+		b->size = b->bytes ? b->bytes : 1;
+		if (es_add_size(b->size, ES_ALIGN - 1, &b->size))
+			goto out_free;
+		b->size &= ~(size_t)(ES_ALIGN - 1);
+		if (es_add_size(l->sum_bytes, b->size, &l->sum_bytes))
+			goto out_free;
+	}
+	bool overflow;
+	l->arena_bytes = place_buffers(l->bufs, n, order, meet, &overflow);
+	if (overflow)
+		goto out_free;
+	l->arena = es_aligned_alloc(l->arena_bytes);
+	if (!l->arena)
+		goto out_free;
+	for (int i = 0; i < n; i++) {
+		block *b = &l->blocks[i];
+		b->data = (char *)l->arena + l->bufs[i].offset;
+		b->cap = l->bufs[i].size;
+		b->planned = true;
+		b->buf = -1;
+	}
+	l->pool_bytes = pool_footprint(s);
+	layout_free(p->layout);
+	p->layout = l;
+	s->plans_built++;
+	free(order);
+	free(meet);
+	return;
+out_free:
+	layout_free(l);
+	free(order);
+	free(meet);
+}
+
+/* Chooses how this run gets its memory (called between runs). */
+static void plan_begin_run(es_session *s, const es_tensor *inputs)
+{
+	layout_free(s->retired);
+	s->retired = NULL;
+	s->active = NULL;
+	s->recording = NULL;
+	s->last_layout = NULL;
+	if (!s->planning) {
+		for (int i = 0; i < s->n_plans; i++)
+			plan_free(s->plans[i]);
+		s->n_plans = 0;
+		return;
+	}
+	mem_plan *p = plan_find(s, inputs);
+	if (!p && !(p = plan_add(s, inputs)))
+		return;
+	p->last_used = ++s->clock;
+	if (p->layout) {
+		s->active = p;
+		s->next_event = 0;
+		/* the pool is empty between runs: give its memory back, unless
+		 * a signature that has given up planning still needs it */
+		bool pool_needed = false;
+		for (int i = 0; i < s->n_plans; i++)
+			if (s->plans[i]->misses >= ES_EXEC_MAX_PLAN_MISSES)
+				pool_needed = true;
+		if (!pool_needed)
+			pool_trim(s);
+	} else if (p->misses < ES_EXEC_MAX_PLAN_MISSES) {
+		s->recording = p;
+		s->rec_n_events = 0;
+		s->rec_n_bufs = 0;
+		s->rec_failed = false;
+	}
+}
+
+/* After a successful run: checks the plan was followed to the end, or
+ * builds the plan from the recording. */
+static void plan_end_run(es_session *s)
+{
+	if (s->active && s->next_event != s->active->layout->n_events)
+		plan_deviated(s);
+	if (s->active)
+		s->last_layout = s->active->layout;
+	if (s->recording && !s->rec_failed)
+		plan_build(s, s->recording);
+	s->recording = NULL;
+	s->active = NULL;
+}
+
+void es_exec_set_planning(es_session *s, bool on)
+{
+	/* the plans go at the next run, when their arenas are no longer in use */
+	s->planning = on;
+}
+
+void es_session_memory_info(const es_session *s, es_exec_memory_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->plans = s->n_plans;
+	out->plans_built = s->plans_built;
+	out->plan_misses = s->plan_misses;
+	out->pool_bytes = pool_footprint(s);
+	const plan_layout *l = s->last_layout;
+	if (l) {
+		out->last_run_planned = true;
+		out->arena_bytes = l->arena_bytes;
+		out->buffer_bytes = l->sum_bytes;
+		out->recorded_pool_bytes = l->pool_bytes;
+		out->buffers = (size_t)l->n_bufs;
+	}
+}
+
+size_t es_session_plan_buffers(const es_session *s, es_exec_plan_buffer *out,
+			       size_t cap)
+{
+	const plan_layout *l = s->last_layout;
+	if (!l)
+		return 0;
+	for (int i = 0; i < l->n_bufs && (size_t)i < cap; i++)
+		out[i] = (es_exec_plan_buffer){
+			.offset = l->bufs[i].offset, .bytes = l->bufs[i].bytes,
+			.first_node = l->bufs[i].first, .last_node = l->bufs[i].last,
+			.data = l->blocks[i].data,
+		};
+	return (size_t)l->n_bufs;
 }
 
 /* ---- kernel context services --------------------------------------------- */
@@ -188,7 +673,7 @@ int es_kctx_output(es_kctx *k, int i, es_dtype dt, int ndim,
 	size_t bytes;
 	if ((rc = set_shape(k, &sl->t, dt, ndim, dims, &bytes)))
 		return rc;
-	sl->blk = pool_get(k->exec->s, bytes);
+	sl->blk = mem_get(k->exec->s, EV_OUTPUT, i, bytes);
 	if (!sl->blk)
 		return es_kctx_fail(k, ES_ENOMEM, "cannot allocate %zu bytes for output %d",
 				    bytes, i);
@@ -218,6 +703,7 @@ int es_kctx_output_alias(es_kctx *k, int i, int in, int ndim,
 	block *b = v >= 0 ? s->slots[v].blk : NULL;
 	if (b)
 		b->refs++;
+	mem_event(s, EV_ALIAS, i, in);
 	sl->blk = b;
 	sl->t.data = src->data;
 	return 0;
@@ -243,6 +729,7 @@ int es_kctx_output_inplace(es_kctx *k, int i, int in, es_dtype dt, int ndim,
 			if ((rc = set_shape(k, &sl->t, dt, ndim, dims, &bytes)))
 				return rc;
 			if (bytes == src->t.nbytes) {
+				mem_event(s, EV_INPLACE, i, in);
 				src->blk->refs++;
 				sl->blk = src->blk;
 				sl->t.data = src->blk->data;
@@ -259,7 +746,7 @@ void *es_kctx_scratch(es_kctx *k, size_t bytes)
 	es_exec *x = k->exec;
 	if (x->n_scratch >= MAX_SCRATCH)
 		return NULL;
-	block *b = pool_get(x->s, bytes);
+	block *b = mem_get(x->s, EV_SCRATCH, -1, bytes);
 	if (!b)
 		return NULL;
 	x->scratch[x->n_scratch++] = b;
@@ -388,6 +875,10 @@ int es_session_create(es_model *m, const es_session_options *opts,
 	s->g = g;
 	s->threads = opts && opts->threads > 0 ? opts->threads : omp_get_num_procs();
 	s->profile = opts && opts->profile;
+	/* ES_NO_MEMPLAN=1: the pool only, for comparing (docs/engine.md) */
+	const char *no_plan = getenv("ES_NO_MEMPLAN");
+	s->planning = !(no_plan && !strcmp(no_plan, "1"));
+	s->cur_node = g->n_nodes;
 	for (int n = 0; n < g->n_nodes; n++) {
 		if (g->nodes[n].n_inputs > s->max_in)
 			s->max_in = g->nodes[n].n_inputs;
@@ -432,13 +923,12 @@ void es_session_destroy(es_session *s)
 		return;
 	if (s->slots && s->g)
 		release_all(s);
-	block *b = s->all_blocks;
-	while (b) {
-		block *next = b->all_next;
-		es_aligned_free(b->data);
-		free(b);
-		b = next;
-	}
+	for (int i = 0; i < s->n_plans; i++)
+		plan_free(s->plans[i]);
+	layout_free(s->retired);
+	free(s->rec_events);
+	free(s->rec_bufs);
+	pool_trim(s);
 	free(s->slots);
 	free(s->remaining);
 	free(s->prof);
@@ -543,7 +1033,9 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 		return rc;
 
 	/* the previous run's outputs are released now */
+	s->cur_node = g->n_nodes;
 	release_all(s);
+	plan_begin_run(s, inputs);
 	int team = omp_get_max_threads(); /* the calling thread's team size */
 
 	for (int v = 0; v < g->n_values; v++) {
@@ -567,6 +1059,7 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 		}
 		x.node = n;
 		x.n_scratch = 0;
+		s->cur_node = n;
 		int threads = node_threads(s, n, s->in_ptrs, node->n_inputs);
 		if (threads != team) {
 			omp_set_num_threads(threads);
@@ -621,11 +1114,17 @@ int es_session_run(es_session *s, const es_tensor *inputs, size_t n_inputs,
 				slot_release(s, &s->slots[v]);
 		}
 	}
+	s->cur_node = g->n_nodes;
+	plan_end_run(s);
 	for (int o = 0; o < g->n_outputs; o++)
 		outputs[o] = s->slots[g->outputs[o]].t;
 	s->have_outputs = true;
 	return 0;
 fail:
+	/* a failed run proves nothing about the plan: keep it, record nothing */
+	s->cur_node = g->n_nodes;
+	s->recording = NULL;
+	s->active = NULL;
 	release_all(s);
 	return rc;
 }

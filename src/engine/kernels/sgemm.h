@@ -1,5 +1,6 @@
 /*
- * Single-precision GEMM for the kernels, backed by oneDNN's dnnl_sgemm.
+ * Single-precision GEMM for the kernels, backed by oneDNN's matmul
+ * primitive (cached per calling thread and call shape, see sgemm.c).
  *
  * All matrices are row-major. op(X) is X or its transpose:
  *     C = alpha * op(A) * op(B) + beta * C

@@ -57,4 +57,11 @@ void es_conv_ref_f64(const es_conv_geom *g, const double *x, const double *w,
 int es_conv_dnnl_f32(const es_conv_geom *g, const float *x, const float *w,
 		     const float *b, float *y, int threads, es_error *err);
 
+/* How many convolutions ran on oneDNN's Winograd algorithm in this
+ * process (FusedConv channels-last, see conv.c); for tests. */
+uint64_t es_conv_winograd_runs(void);
+/* How many primitives adopted weights packed by an earlier process from a
+ * compiled form instead of packing them (FusedConv); for tests. */
+uint64_t es_conv_adopted_weights(void);
+
 #endif

@@ -323,21 +323,19 @@ static void bc_exec(const es_kctx *k, const bc_args *a)
 	if (nt > 1 && inner >= 2 * CHUNK_ELEMS) {
 		int64_t per_row = (inner + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
 		int64_t pieces = rows * per_row;
-#pragma omp parallel for num_threads(nt) schedule(static)
-		for (int64_t q = 0; q < pieces; q++) {
+		ES_PARALLEL_FOR(nt, true, q, pieces, {
 			int64_t c0 = (q % per_row) * CHUNK_ELEMS;
 			int64_t len = inner - c0 < CHUNK_ELEMS ? inner - c0 : CHUNK_ELEMS;
 			bc_exec_piece(a, q / per_row, c0, len);
-		}
+		});
 	} else if (nt > 1 && rows > 1) {
-#pragma omp parallel num_threads(nt)
-		{
+		ES_PARALLEL_REGION(nt, true, {
 			int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
 			int64_t base = rows / T, rem = rows % T;
 			int64_t r0 = t * base + (t < rem ? t : rem);
 			int64_t r1 = r0 + base + (t < rem);
 			bc_exec_rows(a, r0, r1);
-		}
+		});
 	} else {
 		bc_exec_rows(a, 0, rows);
 	}
@@ -868,16 +866,16 @@ static void scale_inplace(const es_kctx *k, es_tensor *t, double f)
 	switch (t->dtype) {
 	case ES_DT_FLOAT: {
 		float *p = t->data, ff = (float)f;
-#pragma omp parallel for num_threads(nt) if (nt > 1)
-		for (int64_t i = 0; i < n; i++)
+		ES_PARALLEL_FOR(nt, true, i, n, {
 			p[i] *= ff;
+		});
 		break;
 	}
 	case ES_DT_DOUBLE: {
 		double *p = t->data;
-#pragma omp parallel for num_threads(nt) if (nt > 1)
-		for (int64_t i = 0; i < n; i++)
+		ES_PARALLEL_FOR(nt, true, i, n, {
 			p[i] *= f;
+		});
 		break;
 	}
 	default:
@@ -1394,13 +1392,12 @@ static int un_run(es_kctx *k)
 	osz = es_dtype_size(odt);
 	nchunks = (n + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
 	nt = es_op_threads(k, n, PAR_MIN_ELEMS);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t q = 0; q < nchunks; q++) {
+	ES_PARALLEL_FOR(nt, true, q, nchunks, {
 		int64_t off = q * CHUNK_ELEMS;
 		int64_t len = n - off < CHUNK_ELEMS ? n - off : CHUNK_ELEMS;
 		fn(len, (char *)out->data + off * (int64_t)osz,
 		   (const char *)x->data + off * (int64_t)isz, pp);
-	}
+	});
 	return 0;
 }
 
@@ -1589,13 +1586,12 @@ static int cast_to(es_kctx *k, es_dtype to)
 	osz = es_dtype_size(to);
 	nchunks = (n + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
 	nt = es_op_threads(k, n, PAR_MIN_ELEMS);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t q = 0; q < nchunks; q++) {
+	ES_PARALLEL_FOR(nt, true, q, nchunks, {
 		int64_t off = q * CHUNK_ELEMS;
 		int64_t len = n - off < CHUNK_ELEMS ? n - off : CHUNK_ELEMS;
 		fn(len, (char *)out->data + off * (int64_t)osz,
 		   (const char *)x->data + off * (int64_t)isz);
-	}
+	});
 	return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "engine/kernels/sgemm.h"
 #include "engine/opt/opt.h"
 #include "engine/ops/families.h"
+#include "engine/ops/mm_plan.h"
 #include "engine/ops/op_util.h"
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -272,20 +273,11 @@ static int gemm_run(es_kctx *k)
 
 /* ---- MatMul ------------------------------------------------------------ */
 
-/* numpy matmul shapes of one call. */
-typedef struct mm_shape {
-	int64_t M, N, K;
-	int nb;                      /* broadcast batch rank */
-	int64_t batch;               /* product of out batch dims */
-	int64_t bdims[ES_MAX_DIMS];  /* out batch dims */
-	int64_t a_bstride[ES_MAX_DIMS], b_bstride[ES_MAX_DIMS]; /* 0: bcast */
-	int64_t a_batch, b_batch;    /* number of matrices in A, B */
-	int ndim;
-	int64_t dims[ES_MAX_DIMS];   /* output shape */
-} mm_shape;
+/* numpy matmul shapes of one call (mm_plan.h, shared with qmatmul.c). */
+typedef es_mm_shape mm_shape;
 
-static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
-		   mm_shape *s)
+int es_mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
+	       es_mm_shape *s)
 {
 	char sa[192], sb[192];
 	int ra = A->ndim, rb = B->ndim;
@@ -345,8 +337,7 @@ static int mm_plan(es_kctx *k, const es_tensor *A, const es_tensor *B,
 	return 0;
 }
 
-/* Element offsets of batch b's matrices in A and B. */
-static void mm_offsets(const mm_shape *s, int64_t b, int64_t *oa, int64_t *ob)
+void es_mm_offsets(const es_mm_shape *s, int64_t b, int64_t *oa, int64_t *ob)
 {
 	int64_t a = 0, bb = 0;
 	for (int d = s->nb - 1; d >= 0; d--) {
@@ -379,14 +370,13 @@ static int mm_float(es_kctx *k, const mm_shape *s, const float *a,
 	int failed = 0;
 	int threads = k->threads;
 	bool spread = es_sgemm_spread_batches(M, N, K, s->batch, threads);
-	#pragma omp parallel for num_threads(threads) if(spread) reduction(|:failed)
-	for (int64_t i = 0; i < s->batch; i++) {
+	ES_PARALLEL_FOR_OR(threads, spread, failed, i, s->batch, {
 		int64_t oa, ob;
-		mm_offsets(s, i, &oa, &ob);
+		es_mm_offsets(s, i, &oa, &ob);
 		if (es_sgemm(false, false, M, N, K, 1.0f, a + oa, K, b + ob, N,
 			     0.0f, y + i * mn, N))
 			failed |= 1;
-	}
+	});
 	return failed ? ES_EINTERNAL : 0;
 }
 
@@ -403,7 +393,7 @@ static int matmul_run(es_kctx *k)
 	if (dt != ES_DT_FLOAT && !is_half(dt) && !naive_for(dt))
 		return es_kctx_fail(k, ES_ETYPE, "type %s is not supported",
 				    es_dtype_name(dt));
-	if ((rc = mm_plan(k, A, B, &s)))
+	if ((rc = es_mm_plan(k, A, B, &s)))
 		return rc;
 	if ((rc = es_kctx_output(k, 0, dt, s.ndim, s.dims)))
 		return rc;
@@ -430,7 +420,7 @@ static int matmul_run(es_kctx *k)
 	size_t esz = es_dtype_size(dt);
 	for (int64_t i = 0; i < s.batch; i++) {
 		int64_t oa, ob;
-		mm_offsets(&s, i, &oa, &ob);
+		es_mm_offsets(&s, i, &oa, &ob);
 		fn((const char *)A->data + (size_t)oa * esz,
 		   (const char *)B->data + (size_t)ob * esz, NULL,
 		   (char *)Y->data + (size_t)(i * mn) * esz, s.M, s.N, s.K,
@@ -840,9 +830,9 @@ static int fmm_run(es_kctx *k)
 				    rows, N, K);
 	if (bv || st->act != FMM_NONE) {
 		int team = es_op_threads(k, rows * N, 1 << 15);
-		#pragma omp parallel for num_threads(team) if(team > 1) schedule(static)
-		for (int64_t r = 0; r < rows; r++)
+		ES_PARALLEL_FOR(team, true, r, rows, {
 			fmm_epilogue(y + r * N, 1, N, bv, st->act);
+		});
 	}
 	return 0;
 }

@@ -449,9 +449,9 @@ static int ein_run(es_kctx *k)
 		memset(acc, 0, (size_t)on * 8); /* sums over nothing */
 	} else {
 		int nt = on > 1 ? es_op_threads(k, on * per, PAR_MIN_WORK) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if(nt > 1)
-		for (int64_t o = 0; o < on; o++)
+		ES_PARALLEL_FOR(nt, true, o, on, {
 			ein_element(p, o, acc);
+		});
 	}
 	for (int64_t o = 0; o < on; o++) {
 		if (p->real)

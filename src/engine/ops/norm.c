@@ -284,8 +284,7 @@ static int bn_run(es_kctx *k)
 			return k->err->code;
 		cur_var = cur_mean + C;
 		int threads = k->threads;
-		#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
-		for (int64_t c = 0; c < C; c++) {
+		ES_PARALLEL_FOR(threads, N * C * S > 16384, c, C, {
 			/* mean and population variance over N x S, two-pass */
 			double s = 0, ss = 0, m, v;
 			for (int64_t n = 0; n < N; n++) {
@@ -302,7 +301,7 @@ static int bn_run(es_kctx *k)
 			}
 			cur_mean[c] = m;
 			cur_var[c] = cnt > 0 ? ss / cnt : 0;
-		}
+		});
 	}
 	for (int64_t i = 0; i < P; i++) {
 		double m = st->training ? cur_mean[i] : mean[i];
@@ -313,12 +312,11 @@ static int bn_run(es_kctx *k)
 
 	int threads = k->threads;
 	bool per_elem = !st->spatial;
-	#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
-	for (int64_t nc = 0; nc < N * C; nc++) {
+	ES_PARALLEL_FOR(threads, N * C * S > 16384, nc, N * C, {
 		int64_t c = nc % C;
 		int64_t pi = per_elem ? c * S : c;
 		AFFINE(&w, nc * S, S, a + pi, b + pi, per_elem);
-	}
+	});
 	work_end(&w);
 
 	/* running_mean, running_var (and before 14: saved_mean, saved_var) */
@@ -396,15 +394,14 @@ static int instnorm_run(es_kctx *k)
 	if ((rc = work_begin(k, X, k->outputs[0], &w)))
 		return rc;
 	int threads = k->threads;
-	#pragma omp parallel for num_threads(threads) if(threads > 1 && N * C * S > 16384)
-	for (int64_t nc = 0; nc < N * C; nc++) {
+	ES_PARALLEL_FOR(threads, N * C * S > 16384, nc, N * C, {
 		int64_t c = nc % C;
 		double m, v;
 		ROW_STATS(&w, nc * S, S, &m, &v);
 		double a = scale[c] / sqrt(v + st->epsilon);
 		double b = bias[c] - m * a;
 		AFFINE(&w, nc * S, S, &a, &b, false);
-	}
+	});
 	work_end(&w);
 	return 0;
 }
@@ -636,8 +633,7 @@ static int ln_run_f32(es_kctx *k, const ln_state *st, const es_tensor *X,
 	bool par = k->threads > 1 && outer > 1 && outer * D > 16384;
 	int team = par ? k->threads : 1;
 	float eps = st->epsilon;
-	#pragma omp parallel num_threads(team) if(par)
-	{
+	ES_PARALLEL_REGION(team, par, {
 		int nt = par ? omp_get_num_threads() : 1;
 		int id = par ? omp_get_thread_num() : 0;
 		int64_t lo = outer * id / nt, hi = outer * (id + 1) / nt;
@@ -649,7 +645,7 @@ static int ln_run_f32(es_kctx *k, const ln_state *st, const es_tensor *X,
 		else
 			ln_rows_base(x + lo * D, y + lo * D, hi - lo, D, scale,
 				     bias, eps, m, iv);
-	}
+	});
 	return 0;
 }
 
@@ -715,8 +711,7 @@ static int ln_run(es_kctx *k)
 	if ((rc = work_begin(k, X, Y, &w)))
 		return rc;
 	int threads = k->threads;
-	#pragma omp parallel for num_threads(threads) if(threads > 1 && outer * D > 16384)
-	for (int64_t o = 0; o < outer; o++) {
+	ES_PARALLEL_FOR(threads, outer * D > 16384, o, outer, {
 		double m, v;
 		ROW_STATS(&w, o * D, D, &m, &v);
 		double inv = 1.0 / sqrt(v + st->epsilon);
@@ -727,7 +722,7 @@ static int ln_run(es_kctx *k)
 		NORM_ROW(&w, o * D, D, m, inv, s_row, b_row);
 		es_op_store_f64(Mean->dtype, Mean->data, o, m);
 		es_op_store_f64(Inv->dtype, Inv->data, o, inv);
-	}
+	});
 	work_end(&w);
 	return 0;
 }

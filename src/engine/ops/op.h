@@ -18,9 +18,10 @@
  * same node concurrently: run() treats it as read-only, or guards what it
  * caches (conv.c's per-shape primitive cache takes a lock).
  *
- * Threading: kernels parallelise with OpenMP (the runtime oneDNN uses too),
- * e.g. `#pragma omp parallel for num_threads(k->threads) if(k->threads > 1)`.
- * The session sets the thread count; kernels never create threads.
+ * Threading: kernels parallelise with OpenMP (the runtime oneDNN uses too)
+ * through ES_PARALLEL_FOR / ES_PARALLEL_REGION below, never with a bare
+ * `#pragma omp parallel` that a one-thread node would enter. The session
+ * sets the thread count; kernels never create threads.
  */
 #ifndef ES_ENGINE_OPS_OP_H
 #define ES_ENGINE_OPS_OP_H
@@ -91,6 +92,67 @@ int es_kctx_output_inplace(es_kctx *k, int i, int in, es_dtype dt, int ndim,
 int es_kctx_output_alias(es_kctx *k, int i, int in, int ndim,
 			 const int64_t *dims);
 
+/*
+ * Parallel loops that cost nothing when they run on one thread.
+ *
+ * GCC's libgomp allocates (and frees) a team structure for every parallel
+ * region entered with one thread, `num_threads(1)` and a false `if()`
+ * clause included, which breaks the executor's no-allocation rule for a
+ * steady-state run. These macros enter a region only when it gets more
+ * than one thread and run the very same code as a plain loop otherwise;
+ * with a team the expansion is exactly the `#pragma omp parallel for` it
+ * replaces, so they cost nothing at 2 threads either.
+ *
+ *   ES_PARALLEL_FOR(team, cond, i, n, body...)
+ *       for (int64_t i = 0; i < n; i++) { body }, split statically over
+ *       `team` threads when team > 1 and cond (evaluated only then).
+ *   ES_PARALLEL_REGION(team, cond, body...)
+ *       { body } on each thread of a team of `team` when team > 1 and
+ *       cond, else once on the calling thread; omp_get_thread_num() and
+ *       omp_get_num_threads() then return 0 and 1 as usual.
+ *
+ * The body is a macro argument: no preprocessor directives inside, and
+ * `return` is not allowed in it (as in any OpenMP loop).
+ */
+#define ES_PARALLEL_FOR(team, cond, var, n, ...)                                   \
+	do {                                                                      \
+		const int es_par_team_ = (team);                                  \
+		const int64_t es_par_n_ = (n);                                    \
+		if (es_par_team_ > 1 && (cond)) {                                 \
+			_Pragma("omp parallel for num_threads(es_par_team_) schedule(static)") \
+			for (int64_t var = 0; var < es_par_n_; var++) { __VA_ARGS__ } \
+		} else {                                                          \
+			for (int64_t var = 0; var < es_par_n_; var++) { __VA_ARGS__ } \
+		}                                                                 \
+	} while (0)
+
+/* ES_PARALLEL_FOR with `flag |= ...` in the body combined over the team
+ * (an OpenMP reduction(|:flag)): for "did any iteration fail". */
+#define ES_PARALLEL_PRAGMA_(x) _Pragma(#x)
+#define ES_PARALLEL_FOR_OR(team, cond, flag, var, n, ...)                          \
+	do {                                                                      \
+		const int es_par_team_ = (team);                                  \
+		const int64_t es_par_n_ = (n);                                    \
+		if (es_par_team_ > 1 && (cond)) {                                 \
+			ES_PARALLEL_PRAGMA_(omp parallel for num_threads(es_par_team_) \
+					    schedule(static) reduction(|:flag))        \
+			for (int64_t var = 0; var < es_par_n_; var++) { __VA_ARGS__ } \
+		} else {                                                          \
+			for (int64_t var = 0; var < es_par_n_; var++) { __VA_ARGS__ } \
+		}                                                                 \
+	} while (0)
+
+#define ES_PARALLEL_REGION(team, cond, ...)                                        \
+	do {                                                                      \
+		const int es_par_team_ = (team);                                  \
+		if (es_par_team_ > 1 && (cond)) {                                 \
+			_Pragma("omp parallel num_threads(es_par_team_)")         \
+			{ __VA_ARGS__ }                                           \
+		} else {                                                          \
+			{ __VA_ARGS__ }                                           \
+		}                                                                 \
+	} while (0)
+
 /* Temporary workspace valid until op->run returns (64-byte aligned). A run
  * may hold at most 16 scratch blocks; ask for one block and carve it up
  * when more are needed. Returns NULL past that or when out of memory. */
@@ -134,7 +196,23 @@ typedef struct es_op_def {
 	int (*init)(es_op_init_ctx *c, void **state);
 	void (*fini)(void *state);
 	int (*run)(es_kctx *k);
+	/*
+	 * Optional: what the kernel prepared at run time and wants back when
+	 * the model is loaded from its compiled form (weights packed for a
+	 * primitive, say), as extra node attributes whose names start with
+	 * ES_SAVED_ATTR_PREFIX. The compiled-form writer calls it with the
+	 * node's state, stores the attributes instead of any of the node's
+	 * own with that prefix, and clears and frees them (es_attr_clear, then
+	 * free(*out)). init finds them among the node's attributes and must
+	 * treat them as untrusted hints: verify before use, ignore what does
+	 * not fit. Returns 0 with *n = 0 when there is nothing to keep.
+	 */
+	int (*save_attrs)(void *state, const es_node *node, es_attr **out, int *n,
+			  es_error *err);
 } es_op_def;
+
+/* Names of kernel-saved attributes start with this (see save_attrs). */
+#define ES_SAVED_ATTR_PREFIX "es."
 
 /* A family's table, exported by each ops/<family>.c. */
 typedef struct es_op_table {

@@ -198,17 +198,17 @@ static bool pool_parallel(const struct pool_geom *g, int threads)
 static void pool_f32(const struct pool_geom *g, const float *x, float *y,
 		     int64_t *ind, int threads)
 {
-#pragma omp parallel for num_threads(threads) if (pool_parallel(g, threads)) schedule(static)
-	for (int64_t p = 0; p < g->planes; p++)
+	ES_PARALLEL_FOR(threads, pool_parallel(g, threads), p, g->planes, {
 		pool_plane_f32(g, x, y, ind, p);
+	});
 }
 
 static void pool_f64(const struct pool_geom *g, const double *x, double *y,
 		     int64_t *ind, int threads)
 {
-#pragma omp parallel for num_threads(threads) if (pool_parallel(g, threads)) schedule(static)
-	for (int64_t p = 0; p < g->planes; p++)
+	ES_PARALLEL_FOR(threads, pool_parallel(g, threads), p, g->planes, {
 		pool_plane_f64(g, x, y, ind, p);
+	});
 }
 
 /*
@@ -230,8 +230,7 @@ static void pool_nhwc_f32(const struct pool_geom *g, const float *x, float *y,
 	const bool is_max = g->kind == POOL_MAX;
 	double work = (double)positions * c * g->k[1] * g->k[2];
 
-#pragma omp parallel for num_threads(threads) if (threads > 1 && positions > 1 && work > 32768.0) schedule(static)
-	for (int64_t pos = 0; pos < positions; pos++) {
+	ES_PARALLEL_FOR(threads, positions > 1 && work > 32768.0, pos, positions, {
 		const int64_t img = pos / (OH * OW), oh = pos / OW % OH, ow = pos % OW;
 		const int64_t sh = oh * g->s[1] - g->pb[1], sw = ow * g->s[2] - g->pb[2];
 		int64_t h0, h1, w0, w1, ch, cw;
@@ -274,7 +273,7 @@ static void pool_nhwc_f32(const struct pool_geom *g, const float *x, float *y,
 			for (int64_t j = 0; j < nc; j++)
 				yr[j] = is_max ? acc[j] : acc[j] * scale;
 		}
-	}
+	});
 }
 
 /* ---- attributes ----------------------------------------------------------- */

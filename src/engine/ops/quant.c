@@ -149,8 +149,7 @@ static int quantize_run(es_kctx *k)
 	int64_t n = es_tensor_numel(x);
 	void *y = k->outputs[0]->data;
 	int threads = es_op_threads(k, n, 1 << 16);
-#pragma omp parallel for num_threads(threads) if (threads > 1)
-	for (int64_t i = 0; i < n; i++) {
+	ES_PARALLEL_FOR(threads, true, i, n, {
 		int64_t c = q.len > 1 ? (i / q.inner) % q.len : 0;
 		float xv = x->dtype == ES_DT_FLOAT ? ((const float *)x->data)[i]
 						   : (float)((const int32_t *)x->data)[i];
@@ -160,7 +159,7 @@ static int quantize_run(es_kctx *k)
 			((uint8_t *)y)[i] = (uint8_t)v;
 		else
 			((int8_t *)y)[i] = (int8_t)v;
-	}
+	});
 	return 0;
 }
 
@@ -191,14 +190,13 @@ static int dequantize_run(es_kctx *k)
 	int64_t n = es_tensor_numel(x);
 	float *y = k->outputs[0]->data;
 	int threads = es_op_threads(k, n, 1 << 16);
-#pragma omp parallel for num_threads(threads) if (threads > 1)
-	for (int64_t i = 0; i < n; i++) {
+	ES_PARALLEL_FOR(threads, true, i, n, {
 		int64_t c = q.len > 1 ? (i / q.inner) % q.len : 0;
 		int64_t xv = x->dtype == ES_DT_UINT8 ? ((const uint8_t *)x->data)[i]
 			   : x->dtype == ES_DT_INT8 ? ((const int8_t *)x->data)[i]
 						    : ((const int32_t *)x->data)[i];
 		y[i] = (float)(xv - zp_at(&q, c)) * q.scale[c];
-	}
+	});
 	return 0;
 }
 

@@ -403,18 +403,18 @@ static void red_pass(const struct red_job *j, int threads)
 	if (threads > 1 && big && p->ng >= 2 && !p->red[0] && p->size[0] > 1) {
 		/* outermost kept group: each index owns its outputs */
 		int64_t n0 = p->size[0], per = p->rows / n0;
-#pragma omp parallel for num_threads(threads) schedule(static)
-		for (int64_t i0 = 0; i0 < n0; i0++)
+		ES_PARALLEL_FOR(threads, true, i0, n0, {
 			red_rows(j, i0 * per, (i0 + 1) * per, 0, p->inner,
 				 j->bufs + (size_t)omp_get_thread_num() * buf_bytes);
+		});
 	} else if (threads > 1 && big && !p->inner_red && p->inner >= 256) {
 		/* innermost kept group: split its columns */
 		int64_t nc = threads;
-#pragma omp parallel for num_threads(threads) schedule(static)
-		for (int64_t t = 0; t < nc; t++)
+		ES_PARALLEL_FOR(threads, true, t, nc, {
 			red_rows(j, 0, p->rows, p->inner * t / nc,
 				 p->inner * (t + 1) / nc,
 				 j->bufs + (size_t)omp_get_thread_num() * buf_bytes);
+		});
 	} else {
 		red_rows(j, 0, p->rows, 0, p->inner, j->bufs);
 	}
@@ -885,9 +885,9 @@ static int arg_run(es_kctx *k)
 		.out = k->outputs[0]->data,
 	};
 	bool par = outer > 1 && es_op_threads(k, outer * n * inner, PAR_MIN_WORK) > 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if(par)
-	for (int64_t o = 0; o < outer; o++)
+	ES_PARALLEL_FOR(threads, par, o, outer, {
 		arg_outer(&j, o, bufs + (size_t)omp_get_thread_num() * buf_bytes);
+	});
 	return 0;
 }
 
@@ -1106,8 +1106,7 @@ static int topk_run(es_kctx *k)
 	size_t esz = es_dtype_size(x->dtype);
 	int sign = s->largest ? 1 : -1;
 	bool par = slices > 1 && es_op_threads(k, slices * n, PAR_MIN_WORK) > 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if(par)
-	for (int64_t sl = 0; sl < slices; sl++) {
+	ES_PARALLEL_FOR(threads, par, sl, slices, {
 		char *mine = scratch + (size_t)omp_get_thread_num() * per;
 		char *keys = mine;
 		char *heap = keys + (size_t)n * sizeof(double);
@@ -1127,7 +1126,7 @@ static int topk_run(es_kctx *k)
 			if (idxs)
 				idxs[dst] = sel[q];
 		}
-	}
+	});
 	return 0;
 }
 

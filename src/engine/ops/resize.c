@@ -696,10 +696,10 @@ static int rs_run(es_kctx *k)
 		from_real(&extra, x->dtype, 0, s->extrapolation);
 		if (in_numel == 0)
 			return 0; /* only reachable with empty output */
-#pragma omp parallel for num_threads(threads) schedule(static) if(par)
-		for (int64_t t = 0; t < threads; t++)
+		ES_PARALLEL_FOR(threads, par, t, threads, {
 			nearest_rows(&j, x->data, y->data, esz, &extra,
 				     j.rows * t / threads, j.rows * (t + 1) / threads);
+		});
 		return 0;
 	}
 
@@ -714,15 +714,14 @@ static int rs_run(es_kctx *k)
 				((float *)xin)[i] = (float)es_op_load_f64(x->dtype, x->data, i);
 		}
 	}
-#pragma omp parallel for num_threads(threads) schedule(static) if(par)
-	for (int64_t t = 0; t < threads; t++) {
+	ES_PARALLEL_FOR(threads, par, t, threads, {
 		char *buf = combs + (size_t)omp_get_thread_num() * comb_bytes;
 		int64_t r0 = j.rows * t / threads, r1 = j.rows * (t + 1) / threads;
 		if (f64)
 			interp_rows_f64(&j, xin, yout, s->extrapolation, buf, r0, r1);
 		else
 			interp_rows_f32(&j, xin, yout, s->extrapolation, buf, r0, r1);
-	}
+	});
 	if (!native)
 		for (int64_t i = 0; i < out_numel; i++)
 			from_real(y->data, y->dtype, i,

@@ -574,8 +574,7 @@ static void broadcast_copy(uint8_t *dst, const uint8_t *src, int nd,
 	bool contiguous = strides[nd - 1] == 1;
 	size_t row_bytes = (size_t)inner * esz;
 
-#pragma omp parallel for num_threads(threads) if (threads > 1 && rows * inner > 65536)
-	for (int64_t r = 0; r < rows; r++) {
+	ES_PARALLEL_FOR(threads, rows * inner > 65536, r, rows, {
 		int64_t rem = r, off = 0;
 		for (int i = nd - 2; i >= 0; i--) {
 			off += (rem % dims[i]) * strides[i];
@@ -587,7 +586,7 @@ static void broadcast_copy(uint8_t *dst, const uint8_t *src, int nd,
 			memcpy(d, s, row_bytes);
 		else
 			es_op_fill(d, s, esz, inner);
-	}
+	});
 }
 
 static int run_expand(es_kctx *k)

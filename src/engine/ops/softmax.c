@@ -258,8 +258,7 @@ static void softmax_rows_f32(const float *x, float *y, int64_t outer,
 	bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 	bool par = threads > 1 && outer > 1 && outer * n > 16384;
 	int team = par ? threads : 1;
-	#pragma omp parallel num_threads(team) if(par)
-	{
+	ES_PARALLEL_REGION(team, par, {
 		int nt = par ? omp_get_num_threads() : 1;
 		int id = par ? omp_get_thread_num() : 0;
 		int64_t lo = outer * id / nt, hi = outer * (id + 1) / nt;
@@ -267,7 +266,7 @@ static void softmax_rows_f32(const float *x, float *y, int64_t outer,
 			softmax_rows_avx2(x + lo * n, y + lo * n, hi - lo, n);
 		else
 			softmax_rows_base(x + lo * n, y + lo * n, hi - lo, n);
-	}
+	});
 }
 
 static int sm_init(es_op_init_ctx *c, void **state)

@@ -192,8 +192,7 @@ static void strided_gather(void *dst, const void *src, int nd,
 		return;
 	int64_t istep = strides[nd - 1];
 
-#pragma omp parallel for num_threads(threads) if (threads > 1 && rows * inner > PAR_MIN)
-	for (int64_t r = 0; r < rows; r++) {
+	ES_PARALLEL_FOR(threads, rows * inner > PAR_MIN, r, rows, {
 		int64_t rem = r, off = base;
 		for (int i = nd - 2; i >= 0; i--) {
 			off += (rem % dims[i]) * strides[i];
@@ -211,7 +210,7 @@ static void strided_gather(void *dst, const void *src, int nd,
 					de[j] = se[j * istep];
 			})
 		}
-	}
+	});
 }
 
 /* Blocked out[c][r] = in[r][c] for an R x C matrix (batched `batch` times). */
@@ -222,8 +221,7 @@ static void transpose_2d(void *dst, const void *src, int64_t batch, int64_t R,
 	int64_t rb = (R + B - 1) / B, cb = (C + B - 1) / B;
 	int64_t tiles = batch * rb * cb;
 
-#pragma omp parallel for num_threads(threads) if (threads > 1 && batch * R * C > PAR_MIN)
-	for (int64_t t = 0; t < tiles; t++) {
+	ES_PARALLEL_FOR(threads, batch * R * C > PAR_MIN, t, tiles, {
 		int64_t b = t / (rb * cb), rem = t % (rb * cb);
 		int64_t r0 = (rem / cb) * B, c0 = (rem % cb) * B;
 		int64_t r1 = r0 + B < R ? r0 + B : R, c1 = c0 + B < C ? c0 + B : C;
@@ -234,7 +232,7 @@ static void transpose_2d(void *dst, const void *src, int64_t batch, int64_t R,
 				for (int64_t c = c0; c < c1; c++)
 					d[c * R + r] = s[r * C + c];
 		})
-	}
+	});
 }
 
 /*
@@ -440,10 +438,10 @@ static int run_concat(es_kctx *k)
 		size_t row = (size_t)(x->dims[axis] * inner) * esz;
 		if (row == 0)
 			continue;
-#pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && outer * (int64_t)row > PAR_MIN * 4)
-		for (int64_t o = 0; o < outer; o++)
+		ES_PARALLEL_FOR(k->threads, outer * (int64_t)row > PAR_MIN * 4, o, outer, {
 			memcpy(y + (size_t)o * out_row + at,
 			       (const uint8_t *)x->data + (size_t)o * row, row);
+		});
 		at += row;
 	}
 	return 0;
@@ -555,9 +553,9 @@ static int run_split(es_kctx *k)
 			size_t in_row = (size_t)(dim * inner) * esz;
 			uint8_t *y = k->outputs[i]->data;
 			const uint8_t *s = (const uint8_t *)x->data + (size_t)(off * inner) * esz;
-#pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && outer * (int64_t)row > PAR_MIN * 4)
-			for (int64_t o = 0; o < outer; o++)
+			ES_PARALLEL_FOR(k->threads, outer * (int64_t)row > PAR_MIN * 4, o, outer, {
 				memcpy(y + (size_t)o * row, s + (size_t)o * in_row, row);
+			});
 		}
 		off += sizes[i];
 	}
@@ -726,13 +724,12 @@ static int run_gather(es_kctx *k)
 	const uint8_t *src = x->data;
 	int64_t total = outer * nidx;
 
-#pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && total * inner > PAR_MIN)
-	for (int64_t t = 0; t < total; t++) {
+	ES_PARALLEL_FOR(k->threads, total * inner > PAR_MIN, t, total, {
 		int64_t oi = t / nidx, v = es_op_load_index(idx, t % nidx);
 		if (v < 0)
 			v += n;
 		memcpy(y + (size_t)t * blk, src + (size_t)(oi * n + v) * blk, blk);
-	}
+	});
 	return 0;
 }
 
@@ -799,14 +796,13 @@ static int run_gather_elements(es_kctx *k)
 	uint8_t *y = k->outputs[0]->data;
 	const uint8_t *src = x->data;
 
-#pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && cnt > PAR_MIN)
-	for (int64_t i = 0; i < cnt; i++) {
+	ES_PARALLEL_FOR(k->threads, cnt > PAR_MIN, i, cnt, {
 		int64_t v = es_op_load_index(idx, i);
 		if (v < 0)
 			v += n;
 		int64_t off = elements_offset(idx, dstr, axis, i, v);
 		memcpy(y + (size_t)i * esz, src + (size_t)off * esz, esz);
-	}
+	});
 	return 0;
 }
 
@@ -1348,8 +1344,7 @@ static int run_pad(es_kctx *k)
 	uint8_t *y = k->outputs[0]->data;
 	const uint8_t *src = x->data;
 
-#pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && numel > PAR_MIN)
-	for (int64_t row = 0; row < rows; row++) {
+	ES_PARALLEL_FOR(k->threads, numel > PAR_MIN, row, rows, {
 		uint8_t *d = y + (size_t)(row * inner) * esz;
 		int64_t rem = row, off = crop[r - 1];
 		bool outside = false;
@@ -1381,7 +1376,7 @@ static int run_pad(es_kctx *k)
 			memcpy(d + (size_t)o * esz, s + (size_t)pad_source(o - p0, n, mode) * esz, esz);
 		for (int64_t o = hi; o < inner; o++)
 			memcpy(d + (size_t)o * esz, s + (size_t)pad_source(o - p0, n, mode) * esz, esz);
-	}
+	});
 	return 0;
 }
 

@@ -14,8 +14,13 @@
  *     Sub of two region tensors stay as they are (elementwise on equal
  *     layouts; broadcasting between two rank-4 tensors permuted the same
  *     way broadcasts the same elements).
- * A region tensor is the output of a region node; it is always float and
- * rank 4. Each gets a new channels-last value; the original value keeps
+ *   - int8 (opt/fuse_qdq.c's output): QConv becomes channels_last = 1 (its
+ *     Z, input 9, enters like FusedConv's); QAdd of two region tensors and
+ *     QuantizeLinear / DequantizeLinear with scalar parameters stay as they
+ *     are (elementwise: the same values in any layout); an int8 MaxPool
+ *     becomes ES_DOMAIN QMaxPool (ops/qelem.c) with channels_last = 1.
+ * A region tensor is the output of a region node; it is rank 4 and float,
+ * uint8 or int8. Each gets a new channels-last value; the original value keeps
  * its name and NCHW meaning, produced by a Transpose(perm 0,3,1,2) when
  * anything outside the region (or the graph's caller) reads it. Inputs
  * entering the region from outside go through one Transpose(perm
@@ -40,7 +45,7 @@
 static const int64_t to_nhwc[4] = { 0, 2, 3, 1 };
 static const int64_t to_nchw[4] = { 0, 3, 1, 2 };
 
-enum kind { K_NONE = 0, K_CONV, K_POOL, K_ELEMENTWISE };
+enum kind { K_NONE = 0, K_CONV, K_POOL, K_ELEMENTWISE, K_QCONV, K_QPOOL };
 
 static bool is_graph_output(const es_graph *g, int v)
 {
@@ -55,15 +60,70 @@ static bool float_value(const es_graph *g, int v)
 	return v >= 0 && g->values[v].dtype == ES_DT_FLOAT;
 }
 
+static bool int8_dtype(es_dtype dt)
+{
+	return dt == ES_DT_UINT8 || dt == ES_DT_INT8;
+}
+
+/* Input i of n is absent or a scalar constant (a per-tensor scale or
+ * zero point). */
+static bool scalar_input(const es_graph *g, const es_node *n, int i)
+{
+	if (i >= n->n_inputs || n->inputs[i] < 0)
+		return true;
+	const es_tensor *t = es_rw_const_input(g, n, i);
+	return t && t->ndim <= 1 && es_tensor_numel(t) == 1;
+}
+
+/* The int8 ops of the QDQ path (opt/fuse_qdq.c) and per-tensor
+ * Quantize/DequantizeLinear, whose region tensors may be uint8 or int8. */
+static enum kind classify_int8(const es_graph *g, const es_node *n, const bool *region)
+{
+	const int x = n->inputs[0];
+	if (es_rw_is(n, ES_DOMAIN, "QConv")) {
+		int64_t cl = 0;
+		if (es_node_attr_int(n, "channels_last", 0, &cl, NULL) || cl != 0 || n->n_inputs < 8)
+			return K_NONE;
+		const es_tensor *w = es_rw_const_input(g, n, 3);
+		if (!w || w->ndim != 4 || !int8_dtype(g->values[x].dtype))
+			return K_NONE;
+		if (n->n_inputs > 9 && n->inputs[9] >= 0) {
+			int z = n->inputs[9];
+			if (!region[z] && (g->values[z].ndim != 4 || g->values[z].constant))
+				return K_NONE;
+		}
+		return K_QCONV;
+	}
+	if (!region[x])
+		return K_NONE;
+	if (es_rw_is(n, ES_DOMAIN, "QAdd"))
+		return n->n_inputs == 8 && n->inputs[3] >= 0 && region[n->inputs[3]] &&
+		       scalar_input(g, n, 1) && scalar_input(g, n, 2) && scalar_input(g, n, 4) &&
+		       scalar_input(g, n, 5) && scalar_input(g, n, 6) && scalar_input(g, n, 7) ?
+		       K_ELEMENTWISE : K_NONE;
+	if (es_rw_is(n, "", "QuantizeLinear") || es_rw_is(n, "", "DequantizeLinear"))
+		return n->n_inputs >= 2 && scalar_input(g, n, 1) && scalar_input(g, n, 2) ?
+		       K_ELEMENTWISE : K_NONE;
+	if (es_rw_is(n, "", "MaxPool") && int8_dtype(g->values[x].dtype)) {
+		const int64_t *ks;
+		size_t nk = 0;
+		if (es_node_attr_ints(n, "kernel_shape", &ks, &nk, NULL) || nk != 2)
+			return K_NONE;
+		return K_QPOOL;
+	}
+	return K_NONE;
+}
+
 /* Whether node n can join the region, given which values are region
  * tensors so far (nodes are visited in topological order). */
 static enum kind classify(const es_graph *g, const es_node *n, const bool *region)
 {
-	if (n->n_outputs != 1 || n->n_inputs < 1 || !float_value(g, n->outputs[0]))
+	if (n->n_outputs != 1 || n->n_inputs < 1 || n->inputs[0] < 0 || n->outputs[0] < 0)
 		return K_NONE;
+	enum kind k = classify_int8(g, n, region);
+	if (k != K_NONE || !float_value(g, n->outputs[0]))
+		return k;
 	const int x = n->inputs[0];
-	if (x < 0)
-		return K_NONE;
 
 	bool fused = es_rw_is(n, ES_DOMAIN, "FusedConv");
 	if (es_rw_is(n, "", "Conv") || fused) {
@@ -112,7 +172,7 @@ static int nhwc_value(es_graph *g, int v, es_error *err)
 		es_error_set(err, ES_ENOMEM, "out of memory");
 		return -1;
 	}
-	int nv = es_rw_add_value(g, hint, "nhwc", ES_DT_FLOAT, err);
+	int nv = es_rw_add_value(g, hint, "nhwc", g->values[v].dtype, err);
 	free(hint);
 	if (nv < 0)
 		return -1;
@@ -168,14 +228,17 @@ static int nhwc_input(struct layout *L, int v)
 	return t;
 }
 
+#define MAX_REBUILD_INPUTS 12
+
 /* Replaces region node n (conv or pool) by its channels-last form. */
 static int rebuild(struct layout *L, int n, enum kind k)
 {
 	es_graph *g = L->g;
-	int in[4] = { -1, -1, -1, -1 };
+	int in[MAX_REBUILD_INPUTS];
 	int n_in = g->nodes[n].n_inputs;
 	const char *domain = ES_DOMAIN;
-	const char *op = k == K_CONV ? "FusedConv" : g->nodes[n].op_type;
+	const char *op = k == K_CONV ? "FusedConv" : k == K_QPOOL ? "QMaxPool" :
+			 g->nodes[n].op_type;
 	char *name = strdup(g->nodes[n].name);
 	char *op_copy = strdup(op);
 	int rc = 0;
@@ -184,9 +247,14 @@ static int rebuild(struct layout *L, int n, enum kind k)
 		rc = es_error_set(L->err, ES_ENOMEM, "out of memory");
 		goto out_free;
 	}
-	for (int i = 0; i < n_in && i < 4; i++) {
+	if (n_in > MAX_REBUILD_INPUTS) {
+		rc = es_error_set(L->err, ES_EINTERNAL, "node '%s': too many inputs to rebuild",
+				  g->nodes[n].name);
+		goto out_free;
+	}
+	for (int i = 0; i < n_in; i++) {
 		int v = g->nodes[n].inputs[i];
-		bool activation = i == 0 || (k == K_CONV && i == 3);
+		bool activation = i == 0 || (k == K_CONV && i == 3) || (k == K_QCONV && i == 9);
 		in[i] = activation ? nhwc_input(L, v) : v;
 		if (in[i] == -2) {
 			rc = L->err->code ? L->err->code : ES_ENOMEM;

@@ -9,11 +9,14 @@
  * plain patterns, then fusions, then layout. */
 const es_pass *const es_opt_default_passes[] = {
 	&es_pass_eliminate_identity,
+	&es_pass_fuse_qdq_matmul,   /* int8 matmul: sees unfolded weight DQ too */
+	&es_pass_fuse_qdq,          /* int8: before the float conv fusions */
 	&es_pass_conv_bn_fold,
 	&es_pass_fuse_conv,
 	&es_pass_fuse_layernorm,
 	&es_pass_fuse_gelu,
 	&es_pass_fuse_matmul,
+	&es_pass_fuse_bmm,          /* after fuse_matmul: constant B is its */
 	&es_pass_layout_nhwc,       /* layout last: it sees the fused ops */
 	&es_pass_transpose_cleanup,
 };

@@ -18,6 +18,10 @@ extern const es_pass es_pass_eliminate_identity;
 extern const es_pass es_pass_conv_bn_fold;
 extern const es_pass es_pass_fuse_conv;
 
+/* fuse_qdq.c: QDQ chains around Conv, Add and MaxPool into int8 operators
+ * (QConv, QAdd, MaxPool on uint8/int8). */
+extern const es_pass es_pass_fuse_qdq;
+
 /* layout.c: channels-last regions of 2-D convolutions; cancelling
  * Transpose pairs. */
 extern const es_pass es_pass_layout_nhwc;
@@ -31,8 +35,17 @@ extern const es_pass es_pass_fuse_layernorm;
  * Gelu. */
 extern const es_pass es_pass_fuse_gelu;
 
+/* fuse_qdq_matmul.c: DequantizeLinear -> MatMul / Gemm [-> QuantizeLinear]
+ * with constant int8 weights into one ES_DOMAIN QGemm (int8 product). */
+extern const es_pass es_pass_fuse_qdq_matmul;
+
 /* fuse_matmul.c: MatMul + bias Add [+ Relu or Gelu] and Gemm [+ Relu or
  * Gelu] with a constant B into one ES_DOMAIN FusedMatMul. */
 extern const es_pass es_pass_fuse_matmul;
+
+/* fuse_bmm.c: MatMul of two computed tensors with the Transposes (and a
+ * scalar scale) around it into one ES_DOMAIN BatchMatMul reading and
+ * writing through strides. */
+extern const es_pass es_pass_fuse_bmm;
 
 #endif
