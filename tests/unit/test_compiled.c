@@ -1142,8 +1142,24 @@ static void test_crc32c(void **state)
 		assert_int_equal(whole, es_crc32c_portable(0, buf + off, len));
 		assert_int_equal(whole, es_crc32c(es_crc32c(0, buf + off, cut),
 						  buf + off + cut, len - cut));
+		/* combined from two independent checksums */
+		assert_int_equal(whole, es_crc32c_combine(es_crc32c(0, buf + off, cut),
+							  es_crc32c(0, buf + off + cut, len - cut),
+							  len - cut));
 	}
 	free(buf);
+
+	/* the parallel form over sizes around its threshold and odd splits */
+	size_t big = (5u << 20) + 13;
+	uint8_t *b2 = malloc(big);
+	assert_non_null(b2);
+	for (size_t i = 0; i < big; i++)
+		b2[i] = (uint8_t)(i * 2654435761u >> 13);
+	for (int threads = 1; threads <= 5; threads++) {
+		assert_int_equal(es_crc32c_parallel(b2, big, threads), es_crc32c(0, b2, big));
+		assert_int_equal(es_crc32c_parallel(b2, 4096, threads), es_crc32c(0, b2, 4096));
+	}
+	free(b2);
 }
 
 int main(void)

@@ -1313,7 +1313,11 @@ static int check_header(const uint8_t *h, uint64_t size, const es_model_options 
 			"compiled model: %s: header says %llu payload bytes, the file has %llu",
 			plen > size - (uint64_t)hs ? "truncated" : "trailing bytes",
 			(unsigned long long)plen, (unsigned long long)(size - (uint64_t)hs));
-	uint32_t crc = es_crc32c(0, h + hs, (size_t)plen);
+	/* every core: the first pass over a fresh mapping is the load's
+	 * largest cost (docs/engine.md, "Checksum") */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	uint32_t crc = es_crc32c_parallel(h + hs, (size_t)plen,
+					  cores > 1 ? (int)(cores < 4 ? cores : 4) : 1);
 	if (crc != get_u32(h + ES_COMPILED_OFF_PAYLOAD_CRC))
 		return es_error_set(err, ES_EPARSE,
 			"compiled model: payload checksum mismatch (stored 0x%08x, computed 0x%08x)",

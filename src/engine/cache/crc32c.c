@@ -177,3 +177,83 @@ uint32_t es_crc32c(uint32_t crc, const void *buf, size_t len)
 #endif
 	return ~portable_reg(~crc, buf, len);
 }
+
+/* ---- combining ------------------------------------------------------------ */
+
+/* a * b modulo the polynomial, both reflected (bit 31 is x^0). */
+static uint32_t mul_mod(uint32_t a, uint32_t b)
+{
+	uint32_t prod = 0;
+	for (uint32_t m = 1u << 31; m; m >>= 1) {
+		if (a & m)
+			prod ^= b;
+		b = (b & 1) ? (b >> 1) ^ POLY : b >> 1;
+	}
+	return prod;
+}
+
+static uint32_t x_pow2k[64]; /* x^(2^k) modulo the polynomial */
+static pthread_once_t pow_once = PTHREAD_ONCE_INIT;
+
+static void init_powers(void)
+{
+	x_pow2k[0] = 1u << 30; /* x^1 */
+	for (int k = 1; k < 64; k++)
+		x_pow2k[k] = mul_mod(x_pow2k[k - 1], x_pow2k[k - 1]);
+}
+
+uint32_t es_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
+{
+	pthread_once(&pow_once, init_powers);
+	/* x^(8 len_b): the bits of len_b, each power of two shifted by 3 */
+	uint32_t p = 1u << 31; /* x^0 */
+	uint64_t n = (uint64_t)len_b;
+	for (int k = 3; n && k < 64; k++, n >>= 1)
+		if (n & 1)
+			p = mul_mod(x_pow2k[k], p);
+	return mul_mod(p, crc_a) ^ crc_b;
+}
+
+struct crc_part {
+	const unsigned char *p;
+	size_t len;
+	uint32_t crc;
+};
+
+static void *crc_part_run(void *arg)
+{
+	struct crc_part *c = arg;
+	c->crc = es_crc32c(0, c->p, c->len);
+	return NULL;
+}
+
+#define PARALLEL_MIN (4u << 20)
+#define MAX_PARTS 8
+
+uint32_t es_crc32c_parallel(const void *buf, size_t len, int threads)
+{
+	if (threads > MAX_PARTS)
+		threads = MAX_PARTS;
+	if (threads < 2 || len < PARALLEL_MIN)
+		return es_crc32c(0, buf, len);
+	struct crc_part part[MAX_PARTS];
+	pthread_t tid[MAX_PARTS];
+	bool started[MAX_PARTS] = { false };
+	size_t each = len / (size_t)threads;
+	for (int i = 0; i < threads; i++) {
+		part[i].p = (const unsigned char *)buf + (size_t)i * each;
+		part[i].len = i == threads - 1 ? len - (size_t)i * each : each;
+	}
+	for (int i = 1; i < threads; i++)
+		started[i] = pthread_create(&tid[i], NULL, crc_part_run, &part[i]) == 0;
+	crc_part_run(&part[0]);
+	uint32_t crc = part[0].crc;
+	for (int i = 1; i < threads; i++) {
+		if (started[i])
+			pthread_join(tid[i], NULL);
+		else
+			crc_part_run(&part[i]);
+		crc = es_crc32c_combine(crc, part[i].crc, part[i].len);
+	}
+	return crc;
+}

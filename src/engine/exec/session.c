@@ -133,6 +133,7 @@ struct es_session {
 	int max_in, max_out;
 	bool have_outputs; /* graph outputs of the last run still held */
 	unsigned char *work_kind; /* per node: how node_threads estimates work */
+	unsigned char *work_w;    /* per node: its weight input's index */
 	es_exec_node_hook hook;   /* called around every node when set */
 	void *hook_arg;
 	/* memory plans */
@@ -778,20 +779,32 @@ enum {
 #define PAR_MIN_ELEMENTS 32768
 #define PAR_MIN_MACS (1 << 20)
 
+/* Which input holds the weights (the second operand): the quantized
+ * operators list the first operand's scale and zero point before it. */
+static int weight_input(const es_node *n)
+{
+	const char *op = n->op_type;
+	return !strncmp(op, "QLinear", 7) || !strcmp(op, "QConv") || !strcmp(op, "QGemm") ?
+		3 : 1;
+}
+
 static unsigned char work_kind_of(const es_node *n)
 {
 	const char *op = n->op_type;
+	const int w = weight_input(n);
 	if (strstr(op, "Conv")) {
 		int64_t cl = 0;
 		es_node_attr_int(n, "channels_last", 0, &cl, NULL);
-		return n->n_inputs < 2 ? WORK_ELEMENTS : cl ? WORK_CONV_NHWC : WORK_CONV;
+		return n->n_inputs <= w ? WORK_ELEMENTS : cl ? WORK_CONV_NHWC : WORK_CONV;
 	}
 	if (strstr(op, "MatMul"))
-		return n->n_inputs > 1 ? WORK_MATMUL : WORK_ELEMENTS;
+		return n->n_inputs > w ? WORK_MATMUL : WORK_ELEMENTS;
 	if (strstr(op, "Gemm")) {
 		int64_t tb = 0;
 		es_node_attr_int(n, "transB", 0, &tb, NULL);
-		return n->n_inputs > 1 ? (tb ? WORK_GEMM_TB : WORK_GEMM) : WORK_ELEMENTS;
+		if (!tb)
+			es_node_attr_int(n, "trans_b", 0, &tb, NULL);
+		return n->n_inputs > w ? (tb ? WORK_GEMM_TB : WORK_GEMM) : WORK_ELEMENTS;
 	}
 	return WORK_ELEMENTS;
 }
@@ -817,7 +830,8 @@ static int node_threads(const es_session *s, int n, const es_tensor *const *in,
 {
 	if (s->threads <= 1)
 		return 1;
-	const es_tensor *a = n_in > 0 ? in[0] : NULL, *b = n_in > 1 ? in[1] : NULL;
+	const int w = s->work_w[n];
+	const es_tensor *a = n_in > 0 ? in[0] : NULL, *b = n_in > w ? in[w] : NULL;
 	int64_t work = 0;
 	switch (s->work_kind[n]) {
 	case WORK_CONV:
@@ -893,8 +907,10 @@ int es_session_create(es_model *m, const es_session_options *opts,
 	s->omitted = calloc((size_t)s->max_out + 1, sizeof(es_tensor));
 	s->omitted_slots = calloc((size_t)s->max_out + 1, sizeof(slot));
 	s->work_kind = calloc((size_t)g->n_nodes + 1, 1);
+	s->work_w = calloc((size_t)g->n_nodes + 1, 1);
 	if (!s->slots || !s->remaining || !s->prof || !s->in_ptrs ||
-	    !s->out_ptrs || !s->omitted || !s->omitted_slots || !s->work_kind) {
+	    !s->out_ptrs || !s->omitted || !s->omitted_slots || !s->work_kind ||
+	    !s->work_w) {
 		es_session_destroy(s);
 		return es_error_set(err, ES_ENOMEM, "out of memory");
 	}
@@ -902,6 +918,7 @@ int es_session_create(es_model *m, const es_session_options *opts,
 		s->prof[n].name = g->nodes[n].name;
 		s->prof[n].op_type = g->nodes[n].op_type;
 		s->work_kind[n] = work_kind_of(&g->nodes[n]);
+		s->work_w[n] = (unsigned char)weight_input(&g->nodes[n]);
 	}
 	es_model_retain(m);
 	*out = s;
@@ -937,6 +954,7 @@ void es_session_destroy(es_session *s)
 	free(s->omitted);
 	free(s->omitted_slots);
 	free(s->work_kind);
+	free(s->work_w);
 	if (s->model)
 		es_model_release(s->model);
 	free(s);
