@@ -40,7 +40,7 @@ static const char run_help[] =
 	"\n"
 	"Loads an ONNX model, runs it once, then runs it --warmup times untimed\n"
 	"and --iters times timed, and prints load time, first-run time, latency\n"
-	"percentiles (nearest rank) and throughput.\n"
+	"percentiles (nearest rank), throughput and the memory plan's arena.\n"
 	"\n"
 	"inputs:\n"
 	"  --input [NAME=]FILE  feed model input NAME from FILE, an ONNX TensorProto\n"
