@@ -202,7 +202,10 @@ int es_model_opt_pass(const es_model *m, size_t i, es_opt_pass_info *info);
  * version, the CPU features the compiled form depends on, the model
  * options it was built with and a 32-byte key chosen by the caller (the
  * server stores the SHA-256 of the version's files there). A checksum
- * covers everything after the header. docs/engine.md describes the layout.
+ * covers everything after the header except data kernels saved for
+ * themselves (packed weights), which sits at the end and which each kernel
+ * checks against a checksum of its own before using it. docs/engine.md
+ * describes the layout.
  */
 #define ES_COMPILED_KEY_BYTES 32
 

@@ -37,7 +37,7 @@ int es_model_from_graph(es_graph *g, const char *base_dir,
  * fixed header's size and the offsets of the fields tests and the fuzzer
  * patch. All fields are little-endian.
  */
-#define ES_COMPILED_FORMAT_VERSION 1
+#define ES_COMPILED_FORMAT_VERSION 2
 #define ES_COMPILED_HEADER_SIZE 320
 #define ES_COMPILED_OFF_FORMAT 8         /* u32 */
 #define ES_COMPILED_OFF_ENGINE 16        /* char[32] */
@@ -45,7 +45,8 @@ int es_model_from_graph(es_graph *g, const char *base_dir,
 #define ES_COMPILED_OFF_OPTIONS 208      /* u64 */
 #define ES_COMPILED_OFF_KEY 240          /* u8[32] */
 #define ES_COMPILED_OFF_PAYLOAD_LEN 272  /* u64 */
-#define ES_COMPILED_OFF_PAYLOAD_CRC 280  /* u32, CRC-32C of the payload */
+#define ES_COMPILED_OFF_PAYLOAD_CRC 280  /* u32, CRC-32C of the checked part */
+#define ES_COMPILED_OFF_CHECKED_LEN 284  /* u64, payload bytes the CRC covers */
 #define ES_COMPILED_OFF_HEADER_CRC 316   /* u32, CRC-32C of bytes [0, 316) */
 
 #endif

@@ -120,8 +120,13 @@ static void fix_checksums(uint8_t *buf, size_t len)
 {
 	if (len < ES_COMPILED_HEADER_SIZE)
 		return;
+	/* the part the payload checksum covers, as the header says (at most
+	 * what the file has) */
+	uint64_t checked = get_le64(buf + ES_COMPILED_OFF_CHECKED_LEN);
+	if (checked > len - ES_COMPILED_HEADER_SIZE)
+		checked = len - ES_COMPILED_HEADER_SIZE;
 	put_le32(buf + ES_COMPILED_OFF_PAYLOAD_CRC,
-		 es_crc32c(0, buf + ES_COMPILED_HEADER_SIZE, len - ES_COMPILED_HEADER_SIZE));
+		 es_crc32c(0, buf + ES_COMPILED_HEADER_SIZE, (size_t)checked));
 	put_le32(buf + ES_COMPILED_OFF_HEADER_CRC,
 		 es_crc32c(0, buf, ES_COMPILED_OFF_HEADER_CRC));
 }
@@ -868,11 +873,13 @@ static void test_stale_fields_named(void **state)
 	path = compile_relu("stale_format.esc", key_a);
 	size_t len;
 	uint8_t *buf = read_whole(path, &len);
-	buf[ES_COMPILED_OFF_FORMAT] = 2;
+	buf[ES_COMPILED_OFF_FORMAT] = ES_COMPILED_FORMAT_VERSION + 1;
 	fix_checksums(buf, len);
 	write_whole(path, buf, len);
 	free(buf);
-	expect_load(path, NULL, key_a, ES_ESTALE, "format version", "2", NULL);
+	char newer[8];
+	snprintf(newer, sizeof(newer), "%d", ES_COMPILED_FORMAT_VERSION + 1);
+	expect_load(path, NULL, key_a, ES_ESTALE, "format version", newer, NULL);
 
 	/* NULL key on both sides is the zero key */
 	path = compile_relu("zero_key.esc", NULL);
@@ -898,6 +905,43 @@ static void test_options_round_trip(void **state)
 }
 
 /* ---- damage --------------------------------------------------------------- */
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/*
+ * Only kernel-saved attributes' data may lie after the part the payload
+ * checksum covers: a file without them is checked whole; moving the end
+ * of the checked part back over a constant, or past the payload, is
+ * malformed. (Kernel-saved data in that tail: test_opt_layout.c.)
+ */
+static void test_unchecked_tail(void **state)
+{
+	(void)state;
+	es_model *ma = build_every_attr_model(false, NULL);
+	const char *path = tmp_path("tail.esc");
+	save_compiled(ma, path, key_a);
+	es_model_release(ma);
+	size_t len;
+	uint8_t *buf = read_whole(path, &len);
+	uint64_t checked = get_le64(buf + ES_COMPILED_OFF_CHECKED_LEN);
+	assert_int_equal(checked, len - ES_COMPILED_HEADER_SIZE);
+
+	const char *bad = tmp_path("tail_bad.esc");
+	put_le64(buf + ES_COMPILED_OFF_CHECKED_LEN, checked - 64);
+	fix_checksums(buf, len);
+	write_whole(bad, buf, len);
+	expect_load(bad, NULL, key_a, ES_EPARSE, "check", NULL);
+
+	put_le64(buf + ES_COMPILED_OFF_CHECKED_LEN, checked + 1);
+	fix_checksums(buf, len);
+	write_whole(bad, buf, len);
+	expect_load(bad, NULL, key_a, ES_EPARSE, "checksum covers", NULL);
+	free(buf);
+}
 
 static void test_truncated_at_every_offset(void **state)
 {
@@ -1174,6 +1218,7 @@ int main(void)
 		cmocka_unit_test(test_stale_fields_named),
 		cmocka_unit_test(test_options_round_trip),
 		cmocka_unit_test(test_truncated_at_every_offset),
+		cmocka_unit_test(test_unchecked_tail),
 		cmocka_unit_test(test_flipped_bytes),
 		cmocka_unit_test(test_malformed_payload_messages),
 		cmocka_unit_test(test_full_device),

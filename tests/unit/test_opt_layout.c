@@ -607,6 +607,60 @@ static void test_compiled_packed_weights(void **state)
 	free(x.data);
 }
 
+/* Kernel-saved data lies after the part the file's checksum covers (the
+ * header's checked length): a flipped byte there still loads, and the
+ * kernel, which checks that data's own CRC before adopting it, packs
+ * again instead: same outputs, nothing adopted. */
+static void test_packed_weights_damaged(void **state)
+{
+	(void)state;
+	es_tensor x = gb_rand_tensor(4, x_dims);
+	es_model *m = gb_model(resnet_like(), false);
+	uint8_t key[ES_COMPILED_KEY_BYTES] = { 5 };
+	es_error err = { 0 };
+	es_tensor a[1], b[1];
+	assert_int_equal(gb_run(m, &x, 1, a, &err), 0);
+
+	char path[] = "/tmp/es_test_layout_XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	if (es_model_save_compiled(m, fd, key, &err))
+		fail_msg("save: %s", err.msg);
+	off_t len = lseek(fd, 0, SEEK_END);
+	uint8_t hdr[ES_COMPILED_HEADER_SIZE];
+	assert_int_equal(pread(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	uint64_t checked = 0;
+	for (int i = 7; i >= 0; i--)
+		checked = checked << 8 | hdr[ES_COMPILED_OFF_CHECKED_LEN + i];
+	off_t tail = (off_t)(ES_COMPILED_HEADER_SIZE + checked);
+	assert_true(tail < len); /* the packed weights are there */
+	uint8_t byte;
+	off_t at = tail + (len - tail) / 2;
+	assert_int_equal(pread(fd, &byte, 1, at), 1);
+	byte ^= 0x40;
+	assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+	close(fd);
+
+	es_model *back = NULL;
+	if (es_model_load_compiled(path, NULL, key, &back, &err))
+		fail_msg("load: %s", err.msg);
+	unlink(path);
+	uint64_t before = es_conv_adopted_weights();
+	assert_int_equal(gb_run(back, &x, 1, b, &err), 0);
+	gb_assert_close(&b[0], &a[0], 0, 0);
+	/* the damaged set is refused; the other convolutions' sets are not */
+	uint64_t adopted = es_conv_adopted_weights() - before;
+	int sets = 0;
+	for (int n = 0; n < back->graph->n_nodes; n++)
+		sets += packed_attrs(&back->graph->nodes[n]);
+	assert_int_equal(adopted, (uint64_t)sets - 1);
+	free(a[0].data);
+	free(b[0].data);
+	es_model_release(back);
+	es_model_release(m);
+	free(x.data);
+}
+
 /* Packed-weight attributes that do not fit (garbage, a header whose sizes
  * do not match) are ignored: the weights are packed as usual. (A key or
  * layout that does not match: test_compiled_packed_weights.) */
@@ -681,6 +735,7 @@ int main(void)
 		cmocka_unit_test(test_winograd_block),
 		cmocka_unit_test(test_compiled_round_trip),
 		cmocka_unit_test(test_compiled_packed_weights),
+		cmocka_unit_test(test_packed_weights_damaged),
 		cmocka_unit_test(test_packed_attrs_untrusted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,8 +51,8 @@
 #define CPU_LEN 160
 #define OFF_OPTIONS_RESERVED 216 /* 24 bytes, zero: room for more options */
 #define OPTIONS_RESERVED_LEN 24
-#define OFF_RESERVED 284     /* 32 bytes, zero */
-#define RESERVED_LEN 32
+#define OFF_RESERVED 292     /* 24 bytes, zero */
+#define RESERVED_LEN 24
 
 #define OPT_NO_OPTIMIZE 1u   /* bit 0 of the options word */
 #define KNOWN_OPTIONS OPT_NO_OPTIMIZE
@@ -336,6 +336,12 @@ typedef struct writer {
 	size_t n_tensors, cap_tensors;
 	size_t *tensor_off;         /* payload offset of each tensor's data */
 	bool *stored;               /* false: same bytes as an earlier tensor */
+	/* per tensor (collected in the first walk): data of a kernel-saved
+	 * attribute, stored after every other tensor's, outside the part
+	 * the payload checksum covers (its kernel checks it) */
+	bool *saved;
+	size_t cap_saved;
+	bool in_saved_attr;         /* put_attr is storing a kernel-saved one */
 	uint8_t scratch[VALUE_REC];
 	/* per node: the attributes its kernel saves (op->save_attrs), asked
 	 * once before both walks so they see the same set */
@@ -447,6 +453,15 @@ static int put_tensor(writer *w, const es_tensor *t, uint32_t *index,
 			w->tensors = p;
 			w->cap_tensors = cap;
 		}
+		if (w->n_tensors >= w->cap_saved) {
+			size_t cap = w->cap_tensors;
+			bool *sv = realloc(w->saved, cap * sizeof(*sv));
+			if (!sv)
+				return es_error_set(w->err, ES_ENOMEM, "out of memory");
+			w->saved = sv;
+			w->cap_saved = cap;
+		}
+		w->saved[w->n_tensors] = w->in_saved_attr;
 		w->tensors[w->n_tensors++] = t;
 	}
 	put_u32(r + T_DTYPE, (uint32_t)t->dtype);
@@ -476,7 +491,10 @@ static int put_attr(writer *w, const es_node *n, const es_attr *a)
 		if (!a->t)
 			return es_error_set(w->err, ES_EINTERNAL,
 				"node '%s': tensor attribute '%s' is empty", n->name, a->name);
-		if ((rc = put_tensor(w, a->t, &ti, "node", n->name)))
+		w->in_saved_attr = saved_attr_name(a->name);
+		rc = put_tensor(w, a->t, &ti, "node", n->name);
+		w->in_saved_attr = false;
+		if (rc)
 			return rc;
 		break;
 	case ES_ATTR_FLOATS:
@@ -662,7 +680,7 @@ static int find_duplicates(writer *w, size_t *dup_of)
 		for (size_t j = i; j-- > 0 && keys[j].nbytes == keys[i].nbytes &&
 				     keys[j].crc == keys[i].crc;) {
 			size_t other = keys[j].index;
-			if (w->stored[other] &&
+			if (w->stored[other] && w->saved[other] == w->saved[me] &&
 			    !memcmp(w->tensors[other]->data, w->tensors[me]->data, keys[i].nbytes)) {
 				dup_of[me] = other;
 				w->stored[me] = false;
@@ -717,14 +735,21 @@ int es_model_save_compiled(const es_model *m, int fd,
 		goto out_free;
 	/* tensor indices ascend in the table, and a duplicate's first copy
 	 * has the lower index, so its offset is known when needed */
-	size_t data_len = 0;
-	for (size_t i = 0; i < w.n_tensors; i++) {
-		if (!w.stored[i]) {
-			w.tensor_off[i] = w.tensor_off[dup_of[i]];
-			continue;
+	size_t data_len = 0, checked_len = 0;
+	for (int round = 0; round < 2; round++) {
+		/* the kernel-saved attributes' data last, after checked_len */
+		for (size_t i = 0; i < w.n_tensors; i++) {
+			if (w.saved[i] != (round == 1))
+				continue;
+			if (!w.stored[i]) {
+				w.tensor_off[i] = w.tensor_off[dup_of[i]];
+				continue;
+			}
+			w.tensor_off[i] = meta_len + data_len;
+			data_len += align_up(w.tensors[i]->nbytes, ES_ALIGN);
 		}
-		w.tensor_off[i] = meta_len + data_len;
-		data_len += align_up(w.tensors[i]->nbytes, ES_ALIGN);
+		if (round == 0)
+			checked_len = meta_len + data_len;
 	}
 	counts[S_DATA] = data_len;
 
@@ -738,11 +763,12 @@ int es_model_save_compiled(const es_model *m, int fd,
 		put_u64(head + P_SECTIONS + 16 * s + 8, counts[s]);
 	}
 
-	/* checksum the payload as it will be written */
+	/* checksum the checked part as it will be written (the tensors in
+	 * offset order: non-saved ones first, in table order) */
 	uint32_t crc = es_crc32c(0, w.meta, meta_len);
 	for (size_t i = 0; i < w.n_tensors; i++) {
 		const es_tensor *t = w.tensors[i];
-		if (!w.stored[i])
+		if (!w.stored[i] || w.saved[i])
 			continue;
 		crc = es_crc32c(crc, t->data, t->nbytes);
 		crc = es_crc32c(crc, zeros, align_up(t->nbytes, ES_ALIGN) - t->nbytes);
@@ -764,19 +790,23 @@ int es_model_save_compiled(const es_model *m, int fd,
 		memcpy(header + ES_COMPILED_OFF_KEY, key, ES_COMPILED_KEY_BYTES);
 	put_u64(header + ES_COMPILED_OFF_PAYLOAD_LEN, meta_len + data_len);
 	put_u32(header + ES_COMPILED_OFF_PAYLOAD_CRC, crc);
+	put_u64(header + ES_COMPILED_OFF_CHECKED_LEN, checked_len);
 	put_u32(header + ES_COMPILED_OFF_HEADER_CRC,
 		es_crc32c(0, header, ES_COMPILED_OFF_HEADER_CRC));
 
 	if ((rc = write_all(fd, header, sizeof(header), err)) ||
 	    (rc = write_all(fd, w.meta, meta_len, err)))
 		goto out_free;
-	for (size_t i = 0; i < w.n_tensors; i++) {
-		const es_tensor *t = w.tensors[i];
-		if (!w.stored[i])
-			continue;
-		if ((rc = write_all(fd, t->data, t->nbytes, err)) ||
-		    (rc = write_all(fd, zeros, align_up(t->nbytes, ES_ALIGN) - t->nbytes, err)))
-			goto out_free;
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < w.n_tensors; i++) {
+			const es_tensor *t = w.tensors[i];
+			if (!w.stored[i] || w.saved[i] != (round == 1))
+				continue;
+			if ((rc = write_all(fd, t->data, t->nbytes, err)) ||
+			    (rc = write_all(fd, zeros, align_up(t->nbytes, ES_ALIGN) - t->nbytes,
+					    err)))
+				goto out_free;
+		}
 	}
 	rc = 0;
 out_free:
@@ -786,6 +816,7 @@ out_free:
 	free(w.stored);
 	free(dup_of);
 	free(w.tensors);
+	free(w.saved);
 	return rc;
 }
 
@@ -802,6 +833,8 @@ typedef struct reader {
 	uint64_t string_budget;      /* bytes strings may still copy out */
 	uint64_t array_budget;
 	es_tensor *tensors;          /* parsed tensor table (data in the mapping) */
+	bool *unchecked;             /* per tensor: data after the checked part */
+	uint64_t checked;            /* payload bytes the checksum covered */
 	es_graph *g;
 	es_error *err;
 } reader;
@@ -875,10 +908,15 @@ static int read_tensors(reader *r)
 {
 	uint64_t n = r->count[S_TENSORS];
 	r->tensors = calloc(n + 1, sizeof(es_tensor));
-	if (!r->tensors)
+	r->unchecked = calloc(n + 1, sizeof(bool));
+	if (!r->tensors || !r->unchecked)
 		return es_error_set(r->err, ES_ENOMEM, "out of memory");
 	uint64_t data_lo = r->sect_off[S_DATA];
 	uint64_t data_hi = data_lo + r->count[S_DATA];
+	if (r->checked < data_lo || r->checked > data_hi)
+		return BAD(r, "the checked part ends at %llu, outside the data area [%llu, %llu]",
+			   (unsigned long long)r->checked, (unsigned long long)data_lo,
+			   (unsigned long long)data_hi);
 	for (uint64_t i = 0; i < n; i++) {
 		const uint8_t *rec = r->sect[S_TENSORS] + i * TENSOR_REC;
 		es_tensor *t = &r->tensors[i];
@@ -908,6 +946,10 @@ static int read_tensors(reader *r)
 		if (off % ES_ALIGN)
 			return BAD(r, "tensor %llu data offset %llu is not 64-byte aligned",
 				   (unsigned long long)i, (unsigned long long)off);
+		if (off < r->checked && nbytes > r->checked - off)
+			return BAD(r, "tensor %llu straddles the end of the checked part",
+				   (unsigned long long)i);
+		r->unchecked[i] = nbytes && off >= r->checked;
 		/* borrowed from the read-only mapping: never written, never freed */
 		t->data = (void *)(uintptr_t)(r->p + off);
 		t->nbytes = (size_t)nbytes;
@@ -917,11 +959,16 @@ static int read_tensors(reader *r)
 
 /* A fresh copy of tensor table entry `index` for a holder. */
 static int take_tensor(reader *r, uint32_t index, es_tensor **out,
-		       const char *item, uint64_t item_index)
+		       const char *item, uint64_t item_index, bool may_be_unchecked)
 {
 	if (index >= r->count[S_TENSORS])
 		return BAD(r, "%s %llu tensor index %u out of range", item,
 			   (unsigned long long)item_index, index);
+	/* only a kernel-saved attribute's data may lie outside the
+	 * checksummed part: its kernel verifies it before use */
+	if (r->unchecked[index] && !may_be_unchecked)
+		return BAD(r, "%s %llu reads tensor %u, which lies outside the checksummed part",
+			   item, (unsigned long long)item_index, index);
 	*out = malloc(sizeof(es_tensor));
 	if (!*out)
 		return es_error_set(r->err, ES_ENOMEM, "out of memory");
@@ -968,7 +1015,7 @@ static int read_values(reader *r)
 			return BAD(r, "value %llu is both a graph input and a constant",
 				   (unsigned long long)v);
 		if (flags & VF_CONSTANT) {
-			if ((rc = take_tensor(r, ti, &val->constant, "value", v)))
+			if ((rc = take_tensor(r, ti, &val->constant, "value", v, false)))
 				return rc;
 		} else if (ti != NO_TENSOR) {
 			return BAD(r, "value %llu has a tensor but is not a constant",
@@ -1073,7 +1120,8 @@ static int read_attr(reader *r, const uint8_t *rec, es_attr *a, uint64_t node,
 			   (unsigned long long)index);
 	uint32_t ti = get_u32(rec + A_TENSOR);
 	if (type == ES_ATTR_TENSOR) {
-		if ((rc = take_tensor(r, ti, &a->t, "attribute", index)))
+		if ((rc = take_tensor(r, ti, &a->t, "attribute", index,
+				      saved_attr_name(a->name))))
 			return rc;
 	} else if (ti != NO_TENSOR) {
 		return BAD(r, "attribute %llu has a tensor but is not of type tensor",
@@ -1315,8 +1363,13 @@ static int check_header(const uint8_t *h, uint64_t size, const es_model_options 
 			(unsigned long long)plen, (unsigned long long)(size - (uint64_t)hs));
 	/* every core: the first pass over a fresh mapping is the load's
 	 * largest cost (docs/engine.md, "Checksum") */
+	uint64_t checked = get_u64(h + ES_COMPILED_OFF_CHECKED_LEN);
+	if (checked > plen)
+		return es_error_set(err, ES_EPARSE,
+			"compiled model: the checksum covers %llu bytes of a %llu-byte payload",
+			(unsigned long long)checked, (unsigned long long)plen);
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	uint32_t crc = es_crc32c_parallel(h + hs, (size_t)plen,
+	uint32_t crc = es_crc32c_parallel(h + hs, (size_t)checked,
 					  cores > 1 ? (int)(cores < 4 ? cores : 4) : 1);
 	if (crc != get_u32(h + ES_COMPILED_OFF_PAYLOAD_CRC))
 		return es_error_set(err, ES_EPARSE,
@@ -1371,6 +1424,7 @@ int es_model_load_compiled(const char *path, const es_model_options *opts,
 	reader r = {
 		.p = (const uint8_t *)map + ES_COMPILED_HEADER_SIZE,
 		.len = size - ES_COMPILED_HEADER_SIZE,
+		.checked = get_u64((const uint8_t *)map + ES_COMPILED_OFF_CHECKED_LEN),
 		.err = err,
 	};
 	r.g = es_graph_new();
@@ -1384,6 +1438,7 @@ int es_model_load_compiled(const char *path, const es_model_options *opts,
 	int64_t opset = 0;
 	rc = read_graph(&r, &opset);
 	free(r.tensors);
+	free(r.unchecked);
 	if (rc) {
 		es_graph_free(r.g);
 		return rc;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "engine/cache/crc32c.h"
 #include "engine/kernels/dnnl_util.h"
 #include "engine/ops/conv_ref.h"
 #include "engine/ops/families.h"
@@ -661,6 +662,8 @@ struct conv_state {
 		dnnl_memory_desc_t md;
 		const void *data;
 		size_t bytes;
+		uint32_t crc;  /* CRC-32C of data, from the blob's header */
+		int verified;  /* 0 not yet, 1 data matches crc, -1 it does not */
 	} adopt[CACHE_SLOTS];
 	int n_adopt;
 
@@ -700,24 +703,29 @@ static void pkey_make(struct conv_pkey *k, const es_conv_geom *g,
 }
 
 /* Weights an earlier process packed for this problem, in exactly the
- * layout this oneDNN asks for now. */
-static const struct conv_adopt *find_adopt(const struct conv_state *st,
+ * layout this oneDNN asks for now, whose bytes match their checksum (the
+ * compiled form's own checksum does not cover them; checked on first
+ * use, under st->lock). */
+static const struct conv_adopt *find_adopt(struct conv_state *st,
 					   const struct conv_prim *e)
 {
 	struct conv_pkey k;
 	pkey_make(&k, &e->geom, &e->post, e->has_bias);
 	for (int i = 0; i < st->n_adopt; i++) {
-		const struct conv_adopt *a = &st->adopt[i];
-		if (!memcmp(&a->key, &k, sizeof(k)) && a->bytes == e->dc.wei_bytes &&
-		    dnnl_memory_desc_equal(&a->md, &e->dc.wei_md) &&
-		    !memcmp(&a->md, &e->dc.wei_md, sizeof(a->md)))
-			return a;
+		struct conv_adopt *a = &st->adopt[i];
+		if (memcmp(&a->key, &k, sizeof(k)) || a->bytes != e->dc.wei_bytes ||
+		    !dnnl_memory_desc_equal(&a->md, &e->dc.wei_md) ||
+		    memcmp(&a->md, &e->dc.wei_md, sizeof(a->md)))
+			continue;
+		if (!a->verified)
+			a->verified = es_crc32c(0, a->data, a->bytes) == a->crc ? 1 : -1;
+		return a->verified > 0 ? a : NULL;
 	}
 	return NULL;
 }
 
 /* Builds a cache entry for g. Returns NULL only when out of memory. */
-static struct conv_prim *prim_build(const struct conv_state *st,
+static struct conv_prim *prim_build(struct conv_state *st,
 				    const es_conv_geom *g, bool has_bias,
 				    const struct conv_post *post,
 				    const float *w, int threads)
@@ -1420,18 +1428,22 @@ static int conv_run(es_kctx *k)
  * Packed weights in the compiled form. When a model is saved, each cache
  * entry holding packed weights becomes one uint8 tensor attribute
  * "es.packed_weights.<i>" of its node:
- *     0   "ESPW", u32 version 1, u32 key bytes, u32 descriptor bytes,
- *         u64 data offset, u64 data bytes (the rest of 64 bytes zero)
+ *     0   "ESPW", u32 version 2, u32 key bytes, u32 descriptor bytes,
+ *         u64 data offset, u64 data bytes, u32 CRC-32C of the data (the
+ *         rest of 64 bytes zero)
  *     64  the entry's struct conv_pkey, then its dnnl_memory_desc_t
  *     data offset (64-aligned): the weights as the primitive reads them
  * A model loaded from the compiled form adopts them at its first run of
  * that problem, without packing, reading them in place from the file's
  * mapping, but only when the key matches and this oneDNN wants exactly
- * that layout (the descriptor compares equal); anything else in such an
- * attribute is ignored and the weights are packed as usual.
+ * that layout (the descriptor compares equal) and the data matches its
+ * CRC (the compiled form stores these tensors after the part its own
+ * checksum covers, so a load does not read them: they are checked at
+ * adoption); anything else in such an attribute is ignored and the
+ * weights are packed as usual.
  */
 #define PW_HEAD 64
-#define PW_VERSION 1u
+#define PW_VERSION 2u
 
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -1493,6 +1505,7 @@ static int conv_save_attrs(void *state, const es_node *node, es_attr **out, int 
 		put32(b + 12, (uint32_t)sizeof(dnnl_memory_desc_t));
 		put64(b + 16, off);
 		put64(b + 24, e->dc.wei_bytes);
+		put32(b + 32, es_crc32c(0, e->packed_w, e->dc.wei_bytes));
 		memcpy(b + PW_HEAD, &key, sizeof(key));
 		memcpy(b + PW_HEAD + sizeof(key), &e->dc.wei_md, sizeof(e->dc.wei_md));
 		memcpy(b + off, e->packed_w, e->dc.wei_bytes);
@@ -1536,6 +1549,8 @@ static void read_packed_attrs(struct conv_state *st, const es_node *node)
 		memcpy(&ad->md, b + PW_HEAD + sizeof(ad->key), sizeof(ad->md));
 		ad->data = b + off;
 		ad->bytes = a->t->nbytes - off;
+		ad->crc = get32(b + 32);
+		ad->verified = 0;
 	}
 }
 
