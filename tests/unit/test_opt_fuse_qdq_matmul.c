@@ -32,6 +32,8 @@ enum variant {
 	V_GEMM,         /* Gemm(DQ(x), DQ(w [K,N] per tensor)): float out */
 	V_MM_OUT_Q,     /* the MatMul result is a graph output: Q stays */
 	V_SHARED_DQ,    /* DQ(x) also read by a Relu: it stays */
+	V_FROM_Q,       /* x is QuantizeLinear(float input): its type is known
+			 * only once that node is initialised, after the pass */
 	/* must not fire */
 	V_W_INPUT,      /* the weight is a graph input */
 	V_W_AXIS0,      /* per-row weight scales (axis 0 of [K, N]) */
@@ -76,11 +78,18 @@ static es_graph *build(enum variant v)
 	int64_t xd[3] = { 2, 3, K }, xd2[2] = { ROWS, K }, wd[2] = { K, N }, wt[2] = { N, K };
 	int64_t nd[1] = { N }, kd[1] = { K };
 	bool gemm = is_gemm(v);
-	int x = gemm ? gb_input(g, "x", ES_DT_UINT8, 2, xd2) : gb_input(g, "x", ES_DT_UINT8, 3, xd);
+	es_dtype xdt = v == V_FROM_Q ? ES_DT_FLOAT : ES_DT_UINT8;
+	int x = gemm ? gb_input(g, "x", xdt, 2, xd2) : gb_input(g, "x", xdt, 3, xd);
 	uint8_t zx_v = 131;
 	int sx = gb_scalar_f32(g, "sx", SX);
 	int zx = v == V_ZP_INPUT ? gb_input(g, "zx", ES_DT_UINT8, 0, NULL)
 				 : gb_const(g, "zx", ES_DT_UINT8, 0, NULL, &zx_v);
+	if (v == V_FROM_Q) {
+		int xq = gb_value(g, "xq", ES_DT_UNDEFINED);
+		int in_q[3] = { x, sx, zx };
+		gb_node(g, "QuantizeLinear", "/fc/qx", in_q, 3, &xq, 1);
+		x = xq;
+	}
 	int trans = v == V_GEMM_BIAS_Q || v == V_BIAS_SCALE || v == V_ALPHA;
 	int8_t wbuf[K * N];
 	if (trans) /* the same logical matrix stored [N, K] */
@@ -211,6 +220,14 @@ static void check(enum variant v, int before, int after, bool fused)
 		  .dims = { gemm ? ROWS : 2, gemm ? K : 3, K }, .data = x_data,
 		  .nbytes = sizeof(x_data) },
 	};
+	float xf[ROWS * K]; /* V_FROM_Q: values that quantize back to x_data */
+	if (v == V_FROM_Q) {
+		for (int i = 0; i < ROWS * K; i++)
+			xf[i] = ((float)x_data[i] - 131.0f) * SX;
+		in[0].dtype = ES_DT_FLOAT;
+		in[0].data = xf;
+		in[0].nbytes = sizeof(xf);
+	}
 	size_t n_in = 1;
 	if (v == V_W_INPUT)
 		in[n_in++] = (es_tensor){ .dtype = ES_DT_INT8, .ndim = 2, .dims = { K, N },
@@ -266,6 +283,13 @@ static void test_partial(void **state)
 	check(V_SHARED_DQ, 4, 3, true);
 }
 
+static void test_from_quantize(void **state)
+{
+	(void)state;
+	/* Q, DQ(x), DQ(w), MatMul -> Q, QGemm */
+	check(V_FROM_Q, 4, 2, true);
+}
+
 static void test_must_not_fire(void **state)
 {
 	(void)state;
@@ -284,6 +308,7 @@ int main(void)
 		cmocka_unit_test(test_gemm_bias_q),
 		cmocka_unit_test(test_gemm_float),
 		cmocka_unit_test(test_partial),
+		cmocka_unit_test(test_from_quantize),
 		cmocka_unit_test(test_must_not_fire),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,6 +57,7 @@ static const es_tensor *const_of(const es_graph *g, int v)
 typedef struct dq_in {
 	int node;       /* the DequantizeLinear */
 	int x, scale, zp; /* its inputs (zp -1: absent) */
+	es_dtype xdt;     /* x's type (the zero point's when x's is not known yet) */
 	const es_tensor *s, *z;
 } dq_in;
 
@@ -75,8 +76,15 @@ static bool match_dq(const es_graph *g, int v, dq_in *d)
 	d->zp = input_of(n, 2);
 	d->s = const_of(g, d->scale);
 	d->z = const_of(g, d->zp);
-	if (d->x < 0 || !d->s || d->s->dtype != ES_DT_FLOAT || d->s->ndim > 1 ||
-	    (d->zp >= 0 && (!d->z || d->z->dtype != g->values[d->x].dtype ||
+	if (d->x < 0)
+		return false;
+	/* a QuantizeLinear's output whose type propagation has not run yet
+	 * (its node's init waits for folding) has the zero point's type */
+	d->xdt = g->values[d->x].dtype;
+	if (d->xdt == ES_DT_UNDEFINED && d->z)
+		d->xdt = d->z->dtype;
+	if (!d->s || d->s->dtype != ES_DT_FLOAT || d->s->ndim > 1 ||
+	    (d->zp >= 0 && (!d->z || d->z->dtype != d->xdt ||
 			    d->z->ndim != d->s->ndim ||
 			    es_tensor_numel(d->z) != es_tensor_numel(d->s))))
 		return false;
@@ -127,7 +135,7 @@ static bool match_operands(const es_graph *g, qmm_match *m)
 	if (!match_dq(g, input_of(p, 0), &m->a) || !match_dq(g, input_of(p, 1), &m->b))
 		return false;
 	/* a: activations per tensor */
-	if (!is_q8(g->values[m->a.x].dtype) || es_tensor_numel(m->a.s) != 1 ||
+	if (!is_q8(m->a.xdt) || es_tensor_numel(m->a.s) != 1 ||
 	    const_of(g, m->a.x))
 		return false;
 	/* b: a constant 2-D int8 matrix, per tensor or per column of op(B) */
