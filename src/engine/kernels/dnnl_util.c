@@ -99,6 +99,22 @@ dnnl_status_t es_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md,
 	return dnnl_memory_create(mem, md, eng, (void *)buf);
 }
 
+dnnl_status_t es_dnnl_bind(dnnl_memory_t *mem, const void **bound,
+			   const dnnl_memory_desc_t *md, const void *buf)
+{
+	dnnl_status_t s;
+	if (!*mem) {
+		if ((s = es_dnnl_memory(mem, md, buf)))
+			return s;
+	} else if (*bound != buf) {
+		/* oneDNN takes a non-const handle; inputs are only read */
+		if ((s = dnnl_memory_set_data_handle(*mem, (void *)buf)))
+			return s;
+	}
+	*bound = buf;
+	return dnnl_success;
+}
+
 dnnl_status_t es_dnnl_reorder(const dnnl_memory_desc_t *src_md, const void *src,
 			      const dnnl_memory_desc_t *dst_md, void *dst)
 {

@@ -44,6 +44,13 @@ dnnl_status_t es_dnnl_md_strided(dnnl_memory_desc_t *md, int ndims,
 dnnl_status_t es_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md,
 			     const void *buf);
 
+/* *mem wrapping buf (laid out as md): created on first use, rebound with
+ * dnnl_memory_set_data_handle when buf changed (no allocation), *bound
+ * remembering the buffer. Kernels keep (mem, bound) pairs per cached
+ * primitive so a steady-state run creates no memory objects. */
+dnnl_status_t es_dnnl_bind(dnnl_memory_t *mem, const void **bound,
+			   const dnnl_memory_desc_t *md, const void *buf);
+
 /* Copies src (laid out as src_md) into dst (laid out as dst_md) on the
  * calling thread's stream, e.g. to pack weights into a primitive's blocked
  * layout. Both describe the same logical tensor. */

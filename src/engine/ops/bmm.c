@@ -341,21 +341,6 @@ static bmm_prim *prim_get(bmm_state *st, const bmm_key *key)
 	return e;
 }
 
-/* mem[i] wrapping buf (laid out as md), created or rebound. */
-static dnnl_status_t bind(dnnl_memory_t *mem, const void **bound,
-			  const dnnl_memory_desc_t *md, const void *buf)
-{
-	dnnl_status_t s;
-	if (!*mem) {
-		if ((s = es_dnnl_memory(mem, md, buf)))
-			return s;
-	} else if (*bound != buf && (s = dnnl_memory_set_data_handle(*mem, (void *)buf))) {
-		return s;
-	}
-	*bound = buf;
-	return dnnl_success;
-}
-
 static bool run_dnnl(es_kctx *k, bmm_prim *e, const float *a, const float *b, float *y)
 {
 	dnnl_stream_t strm = es_dnnl_stream();
@@ -370,10 +355,10 @@ static bool run_dnnl(es_kctx *k, bmm_prim *e, const float *a, const float *b, fl
 	dnnl_exec_arg_t args[4];
 	int n = 0;
 	dnnl_status_t s;
-	if ((s = bind(&mem[0], &bound[0], &e->amd, a)) ||
-	    (s = bind(&mem[1], &bound[1], &e->bmd, b)) ||
-	    (s = bind(&mem[2], &bound[2], &e->ymd, y)) ||
-	    (e->scratch_bytes && (s = bind(&mem[3], &bound[3], &e->smd, scratch))))
+	if ((s = es_dnnl_bind(&mem[0], &bound[0], &e->amd, a)) ||
+	    (s = es_dnnl_bind(&mem[1], &bound[1], &e->bmd, b)) ||
+	    (s = es_dnnl_bind(&mem[2], &bound[2], &e->ymd, y)) ||
+	    (e->scratch_bytes && (s = es_dnnl_bind(&mem[3], &bound[3], &e->smd, scratch))))
 		goto out;
 	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SRC, mem[0] };
 	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_WEIGHTS, mem[1] };
@@ -429,13 +414,14 @@ static void run_ref(const bmm_key *key, const float *a, const float *b, float *y
 }
 
 /*
- * Copies the strided [batch..., rows, cols] view (dims and strides over
- * r axes, batch axes given by yd for broadcasting: a size-1 axis has
- * stride 0) into dense memory laid out as [batch, rows, cols] over the
- * output's batch axes.
+ * Moves a strided [batch..., rows, cols] view (dims over r axes: the batch
+ * axes given by bdims, a size-1 axis with stride 0 repeating) to or from
+ * dense memory laid out as [batch, rows, cols]: gather = true copies the
+ * view into dense, false copies dense into the view.
  */
-static void densify(const float *src, float *dst, int r, const int64_t *bdims,
-		    const int64_t *str, int64_t rows, int64_t cols, int threads)
+static void strided_copy(const float *view_src, float *view_dst, float *dense,
+			 int r, const int64_t *bdims, const int64_t *str, int64_t rows,
+			 int64_t cols, bool gather, int threads)
 {
 	int64_t batch = 1;
 	for (int i = 0; i < r - 2; i++)
@@ -447,38 +433,18 @@ static void densify(const float *src, float *dst, int r, const int64_t *bdims,
 			off += (rem % bdims[d]) * str[d];
 			rem /= bdims[d];
 		}
-		const float *s = src + off + i * rs;
-		float *d = dst + t * cols;
-		if (cs == 1)
-			memcpy(d, s, (size_t)cols * sizeof(float));
+		off += i * rs;
+		float *dn = dense + t * cols;
+		if (gather && cs == 1)
+			memcpy(dn, view_src + off, (size_t)cols * sizeof(float));
+		else if (gather)
+			for (int64_t j = 0; j < cols; j++)
+				dn[j] = view_src[off + j * cs];
+		else if (cs == 1)
+			memcpy(view_dst + off, dn, (size_t)cols * sizeof(float));
 		else
 			for (int64_t j = 0; j < cols; j++)
-				d[j] = s[j * cs];
-	});
-}
-
-/* The inverse for the output: dense [batch, M, N] to the strided view. */
-static void scatter(const float *src, float *dst, int r, const int64_t *yd,
-		    const int64_t *str, int threads)
-{
-	const int64_t rows = yd[r - 2], cols = yd[r - 1];
-	int64_t batch = 1;
-	for (int i = 0; i < r - 2; i++)
-		batch *= yd[i];
-	const int64_t rs = str[r - 2], cs = str[r - 1];
-	ES_PARALLEL_FOR(threads, batch * rows * cols > 65536, t, batch * rows, {
-		int64_t bi = t / rows, i = t % rows, rem = bi, off = 0;
-		for (int d = r - 3; d >= 0; d--) {
-			off += (rem % yd[d]) * str[d];
-			rem /= yd[d];
-		}
-		const float *s = src + t * cols;
-		float *d = dst + off + i * rs;
-		if (cs == 1)
-			memcpy(d, s, (size_t)cols * sizeof(float));
-		else
-			for (int64_t j = 0; j < cols; j++)
-				d[j * cs] = s[j];
+				view_dst[off + j * cs] = dn[j];
 	});
 }
 
@@ -523,14 +489,14 @@ static bool run_gemm(es_kctx *k, const bmm_key *key, const float *a, const float
 		float *t = es_op_scratch(k, batch * M * K, sizeof(float));
 		if (!t)
 			return false;
-		densify(a, t, r, key->yd, key->as, M, K, k->threads);
+		strided_copy(a, NULL, t, r, key->yd, key->as, M, K, true, k->threads);
 		ap = t, lda = K, sa = M * K;
 	}
 	if (!db) {
 		float *t = es_op_scratch(k, batch * K * N, sizeof(float));
 		if (!t)
 			return false;
-		densify(b, t, r, key->yd, key->bs, K, N, k->threads);
+		strided_copy(b, NULL, t, r, key->yd, key->bs, K, N, true, k->threads);
 		bp = t, ldb = N, sb = K * N;
 	}
 	if (!dy) {
@@ -541,7 +507,7 @@ static bool run_gemm(es_kctx *k, const bmm_key *key, const float *a, const float
 	*failed = es_sgemm_strided(false, false, M, N, K, key->alpha, ap, lda, sa, bp, ldb, sb,
 				   0.0f, yp, ldc, sy, batch, k->threads) != 0;
 	if (!dy && !*failed)
-		scatter(yp, y, r, key->yd, key->ys, k->threads);
+		strided_copy(NULL, y, yp, r, key->yd, key->ys, M, N, false, k->threads);
 	return true;
 }
 

@@ -503,23 +503,6 @@ static void conv_mems_destroy(struct dnnl_conv_mems *m)
 	}
 }
 
-/* m->mem[i] wrapping buf (laid out as md), created or rebound. */
-static dnnl_status_t conv_mem_bind(struct dnnl_conv_mems *m, int i,
-				   const dnnl_memory_desc_t *md, const void *buf)
-{
-	dnnl_status_t s;
-	if (!m->mem[i]) {
-		if ((s = es_dnnl_memory(&m->mem[i], md, buf)))
-			return s;
-	} else if (m->bound[i] != buf) {
-		/* oneDNN takes a non-const handle; inputs are only read */
-		if ((s = dnnl_memory_set_data_handle(m->mem[i], (void *)buf)))
-			return s;
-	}
-	m->bound[i] = buf;
-	return dnnl_success;
-}
-
 /* Executes dc. w is in dc->wei_md's layout; scratch has scratch_bytes.
  * keep (may be NULL: temporary objects) holds the memory objects. */
 static int dnnl_conv_exec(const struct dnnl_conv *dc, const float *x,
@@ -537,22 +520,22 @@ static int dnnl_conv_exec(const struct dnnl_conv *dc, const float *x,
 		memset(&local, 0, sizeof(local));
 	if (!strm)
 		return es_error_set(err, ES_EUNSUPPORTED, "oneDNN stream unavailable");
-	if ((s = conv_mem_bind(m, 0, &dc->src_md, x)))
+	if ((s = es_dnnl_bind(&m->mem[0], &m->bound[0], &dc->src_md, x)))
 		goto out;
 	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SRC, m->mem[0] };
-	if ((s = conv_mem_bind(m, 1, &dc->wei_md, w)))
+	if ((s = es_dnnl_bind(&m->mem[1], &m->bound[1], &dc->wei_md, w)))
 		goto out;
 	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_WEIGHTS, m->mem[1] };
-	if ((s = conv_mem_bind(m, 2, &dc->dst_md, y)))
+	if ((s = es_dnnl_bind(&m->mem[2], &m->bound[2], &dc->dst_md, y)))
 		goto out;
 	args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DST, m->mem[2] };
 	if (dc->has_bias) {
-		if ((s = conv_mem_bind(m, 3, &dc->bias_md, b)))
+		if ((s = es_dnnl_bind(&m->mem[3], &m->bound[3], &dc->bias_md, b)))
 			goto out;
 		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, m->mem[3] };
 	}
 	if (dc->scratch_bytes) {
-		if ((s = conv_mem_bind(m, 4, &dc->scratch_md, scratch)))
+		if ((s = es_dnnl_bind(&m->mem[4], &m->bound[4], &dc->scratch_md, scratch)))
 			goto out;
 		args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, m->mem[4] };
 	}

@@ -1075,22 +1075,6 @@ static struct qprim *prim_get(struct qconv_state *st, const struct qkey *key,
 	return e;
 }
 
-static dnnl_status_t mem_bind(dnnl_memory_t *mem, const void **bound,
-			      const dnnl_memory_desc_t *md, const void *buf)
-{
-	dnnl_status_t s;
-	if (!*mem) {
-		if ((s = es_dnnl_memory(mem, md, buf)))
-			return s;
-	} else if (*bound != buf) {
-		/* oneDNN takes a non-const handle; inputs are only read */
-		if ((s = dnnl_memory_set_data_handle(*mem, (void *)buf)))
-			return s;
-	}
-	*bound = buf;
-	return dnnl_success;
-}
-
 /* Executes e on channels-last x and y; w in e->wei_md's layout. The
  * entry's memory objects serve one run at a time; a concurrent run of the
  * same entry makes temporary ones. */
@@ -1127,7 +1111,7 @@ static int prim_exec(es_kctx *k, struct qprim *e, const void *x, const void *w,
 	for (int i = 0; i < N_MEMS; i++) {
 		if (!use[i])
 			continue;
-		if ((s = mem_bind(&mem[i], &bound[i], mds[i], bufs[i])))
+		if ((s = es_dnnl_bind(&mem[i], &bound[i], mds[i], bufs[i])))
 			goto out;
 		args[n++] = (dnnl_exec_arg_t){ args_id[i], mem[i] };
 	}
