@@ -391,7 +391,7 @@ static void run_ref(const bmm_key *key, const float *a, const float *b, float *y
 	for (int i = 0; i < r - 2; i++)
 		batch *= key->yd[i];
 	const int64_t M = key->yd[r - 2], N = key->yd[r - 1], K = key->ad[r - 1];
-	ES_PARALLEL_FOR(threads, batch * M * N * K > 65536, t, batch * M, {
+	ES_PARALLEL_FOR(threads, (double)batch * M * N * K > 65536.0, t, batch * M, {
 		int64_t bi = t / M, m = t % M, rem = bi;
 		int64_t oa = 0, ob = 0, oy = 0;
 		for (int i = r - 3; i >= 0; i--) {
@@ -483,24 +483,31 @@ static bool run_gemm(es_kctx *k, const bmm_key *key, const float *a, const float
 		sb = key->bs[0];
 		sy = key->ys[0];
 	}
+	/* dense copies hold batch matrices of the output's batch axes; an
+	 * operand broadcast over them can make that more than it has */
+	int64_t na, nb, ny;
+	if (__builtin_mul_overflow(batch, M * K, &na) ||
+	    __builtin_mul_overflow(batch, K * N, &nb) ||
+	    __builtin_mul_overflow(batch, M * N, &ny))
+		return false;
 	const float *ap = a, *bp = b;
 	float *yp = y;
 	if (!da) {
-		float *t = es_op_scratch(k, batch * M * K, sizeof(float));
+		float *t = es_op_scratch(k, na, sizeof(float));
 		if (!t)
 			return false;
 		strided_copy(a, NULL, t, r, key->yd, key->as, M, K, true, k->threads);
 		ap = t, lda = K, sa = M * K;
 	}
 	if (!db) {
-		float *t = es_op_scratch(k, batch * K * N, sizeof(float));
+		float *t = es_op_scratch(k, nb, sizeof(float));
 		if (!t)
 			return false;
 		strided_copy(b, NULL, t, r, key->yd, key->bs, K, N, true, k->threads);
 		bp = t, ldb = N, sb = K * N;
 	}
 	if (!dy) {
-		if (!(yp = es_op_scratch(k, batch * M * N, sizeof(float))))
+		if (!(yp = es_op_scratch(k, ny, sizeof(float))))
 			return false;
 		ldc = N, sy = M * N;
 	}
